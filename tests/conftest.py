@@ -1,0 +1,47 @@
+"""Shared test plumbing: marker gating and deadlines.
+
+Markers (pyproject.toml): ``pg`` real PostgreSQL servers, ``cluster`` real Pacemaker lab,
+``netns`` network namespaces, ``oracle`` (only with HODR_ORACLE_DSN), ``slow``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    no_oracle = pytest.mark.skip(reason="HODR_ORACLE_DSN is not set")
+    not_root = pytest.mark.skip(reason="needs root (namespaces)")
+    for item in items:
+        if "oracle" in item.keywords and not os.environ.get("HODR_ORACLE_DSN"):
+            item.add_marker(no_oracle)
+        if ("cluster" in item.keywords or "netns" in item.keywords) and os.geteuid() != 0:
+            item.add_marker(not_root)
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` seconds pass.
+
+    Tests synchronise on conditions with deadlines, never on sleeps; the failure names the
+    condition that was not met.
+    """
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - report the last error if the deadline passes
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_exc!r})" if last_exc else ""
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
+        time.sleep(interval)
