@@ -45,3 +45,47 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
             detail = f" (last error: {last_exc!r})" if last_exc else ""
             raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
         time.sleep(interval)
+
+
+# --- real PostgreSQL servers (marker ``pg``) ---------------------------------------------------
+@pytest.fixture(scope="module")
+def pg_base():
+    """A base directory for this module's servers, removed afterwards."""
+    import shutil
+
+    from hodr.pginstance import make_base_dir
+
+    base = make_base_dir()
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_factory(tmp_path_factory):
+    """Make started PostgreSQL 15 servers: ``pg_factory("primary", settings={...})``.
+    Every server made is destroyed after the test, also on failure."""
+    import shutil
+
+    from hodr.pginstance import PgInstance, make_base_dir
+
+    base = make_base_dir()
+    made: list[PgInstance] = []
+
+    def make(name: str = "pg", settings: dict[str, str] | None = None, start: bool = True) -> PgInstance:
+        inst = PgInstance(base, name, settings=dict(settings or {}))
+        made.append(inst)
+        inst.init()
+        if start:
+            inst.start()
+        return inst
+
+    yield make
+    for inst in made:
+        inst.destroy()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_pair(pg_factory):
+    """A started (primary, standby) pair of PostgreSQL 15 servers."""
+    return pg_factory("primary"), pg_factory("standby")
