@@ -171,8 +171,17 @@ class PgInstance:
             self._chown(path)
         bindir = pg_bindir()
         self._run(
-            [str(bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
             "initdb",
         )
         conf = dict(BASE_SETTINGS)
@@ -188,8 +197,17 @@ class PgInstance:
 
     def start(self, timeout: float = 60) -> PgInstance:
         self._run(
-            [str(pg_bindir() / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
-             "-w", "-t", str(int(timeout)), "start"],
+            [
+                str(pg_bindir() / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.logfile),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            ],
             "start",
             timeout=timeout + 10,
         )
@@ -199,8 +217,17 @@ class PgInstance:
         if not self.running():
             return
         self._run(
-            [str(pg_bindir() / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w",
-             "-t", str(int(timeout)), "stop"],
+            [
+                str(pg_bindir() / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "stop",
+            ],
             "stop",
             timeout=timeout + 10,
         )
@@ -250,9 +277,23 @@ class PgInstance:
     def psql(self, sql: str, dbname: str = "postgres", timeout: float = 600) -> str:
         """Run SQL through psql (ON_ERROR_STOP) and return unaligned, tuples-only output."""
         proc = subprocess.run(
-            [str(pg_bindir() / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-             "-d", self.dsn(dbname), "-c", sql],
-            capture_output=True, text=True, timeout=timeout, env=_clean_env(),
+            [
+                str(pg_bindir() / "psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                self.dsn(dbname),
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_clean_env(),
         )
         if proc.returncode != 0:
             raise PgError(f"{self.name}: SQL failed: {proc.stderr.strip()} (sql: {sql[:200]!r})")

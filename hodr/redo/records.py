@@ -13,7 +13,7 @@ placeholders accept on the target.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Final
 
 from hodr.position import LogPosition
@@ -42,7 +42,7 @@ Value = str | None | _Unchanged
 Row = tuple[Value, ...]
 
 
-class Op(str, Enum):
+class Op(StrEnum):
     INSERT = "I"
     UPDATE = "U"
     DELETE = "D"
@@ -199,7 +199,23 @@ class RelationSeen:
 Record = Begin | Changed | Commit | Abort | Idle | RelationSeen
 
 __all__ = [
-    "UNCHANGED", "Value", "Row", "Op", "Column", "Table", "RowChange", "Truncate", "Message",
-    "LoadRows", "Change", "Begin", "Changed", "Commit", "Abort", "Idle", "RelationSeen", "Record",
+    "UNCHANGED",
+    "Value",
+    "Row",
+    "Op",
+    "Column",
+    "Table",
+    "RowChange",
+    "Truncate",
+    "Message",
+    "LoadRows",
+    "Change",
+    "Begin",
+    "Changed",
+    "Commit",
+    "Abort",
+    "Idle",
+    "RelationSeen",
+    "Record",
     "field",
 ]
