@@ -1,0 +1,173 @@
+"""The ``hodr`` command.
+
+``hodr run CONFIG`` runs the role from the config (systemd Type=notify service);
+``hodr validate-config CONFIG [--print]``; ``hodr status [CONFIG | --run-dir DIR] [--json]``;
+``hodr init-load CONFIG`` (re)creates the slot and queues a consistent initial copy;
+``hodr demo [--seconds N] [--json]`` primary + standby on this machine under load;
+``hodr lab …`` the namespace cluster for failover drills.
+Heavy modules are imported inside the commands so ``status`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hodr import __version__
+from hodr.errors import ConfigError, HodrError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hodr", description="log-based DR replication with Pacemaker takeover")
+    p.add_argument("--version", action="version", version=f"hodr {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run the configured role (primary or standby) until stopped")
+    r.add_argument("config")
+    r.add_argument("--role", choices=("primary", "standby"), help="override the role in the config")
+
+    v = sub.add_parser("validate-config", help="check a config file and list every problem")
+    v.add_argument("config")
+    v.add_argument("--print", action="store_true", help="print the merged configuration")
+
+    s = sub.add_parser("status", help="role, positions, queue depth and lag of a running daemon")
+    s.add_argument("config", nargs="?")
+    s.add_argument("--run-dir", help="the daemon's run directory (instead of CONFIG)")
+    s.add_argument("--json", action="store_true")
+
+    il = sub.add_parser("init-load", help="create the slot and queue a consistent copy of the tables")
+    il.add_argument("config")
+
+    d = sub.add_parser("demo", help="a primary and a standby on this machine, hodr between them, under load")
+    d.add_argument("--seconds", type=float, default=20.0, help="how long the workload runs (default 20)")
+    d.add_argument("--clients", type=int, default=2, help="concurrent workload clients (default 2)")
+    d.add_argument("--json", action="store_true", help="end with one JSON object of results")
+    d.add_argument("--workdir", help="where the demo's servers and state live (default: a temp dir)")
+    d.add_argument("--keep", action="store_true", help="leave the servers and files behind for inspection")
+    d.add_argument("--sync", action="store_true", help="synchronous mode (commits wait for the standby)")
+
+    sub.add_parser(
+        "lab",
+        help="namespace Pacemaker cluster: hodr lab up N | down | status | exec | crash …",
+        add_help=False,
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["lab"]:
+        from hodr.lab.cli import main as lab_main
+
+        return int(lab_main(args_list[1:]))
+    args = _parser().parse_args(args_list)
+    try:
+        return int(_dispatch(args))
+    except ConfigError as exc:
+        print(f"hodr: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except HodrError as exc:
+        print(f"hodr: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.cmd == "validate-config":
+        from hodr.config import load, to_dict
+
+        cfg = load(args.config)
+        if args.print:
+            import yaml
+
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        else:
+            print(f"{args.config}: ok ({cfg.role} {cfg.node})")
+        return 0
+    if args.cmd == "status":
+        return _status(args)
+    if args.cmd == "run":
+        from hodr.config import load
+
+        cfg = load(args.config)
+        if args.role:
+            from dataclasses import replace
+
+            cfg = replace(cfg, role=args.role)
+        from hodr.log import setup
+
+        setup(cfg.log.level, cfg.log_path, cfg.log.keep_days)
+        from hodr.daemon import Daemon
+        from hodr.replicate.pipeline import build
+
+        return Daemon(cfg, build(cfg)).run()
+    if args.cmd == "init-load":
+        from hodr.config import load
+        from hodr.log import setup
+
+        cfg = load(args.config)
+        setup(cfg.log.level, None)
+        from hodr.replicate.pipeline import init_load
+
+        init_load(cfg, progress=sys.stderr.isatty())
+        return 0
+    if args.cmd == "demo":
+        from hodr.demo import run_demo
+
+        return run_demo(
+            seconds=args.seconds,
+            clients=args.clients,
+            as_json=args.json,
+            workdir=args.workdir,
+            keep=args.keep,
+            sync=args.sync,
+        )
+    raise AssertionError(args.cmd)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from hodr.status import read_status
+
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    elif args.config:
+        from hodr.config import load
+
+        run_dir = load(args.config).run_path
+    else:
+        run_dir = Path("/run/hodr/default")
+    st = read_status(run_dir)
+    if st is None:
+        print(f"hodr: no status in {run_dir} (daemon not running?)", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(json.loads(st.to_json()) | {"age_s": round(st.age(), 3)}, indent=2))
+        return 0
+    age = st.age()
+    print(f"{st.node}: {st.role} (epoch {st.epoch}, pid {st.pid}, hodr {st.version}, status {age:.1f}s old)")
+    print(f"  {st.sentence}")
+    if st.role == "primary":
+        print(f"  capture {st.capture or '-'}  released {st.released or '-'}  outbox end seq {st.outbox_end}")
+        for p in st.peers:
+            state = "connected" if p.connected else "DISCONNECTED"
+            print(
+                f"  standby {p.name}: {state}, acked {p.acked or '-'} (seq {p.acked_seq}), "
+                f"behind {p.lag_bytes} bytes{'' if p.required else ', optional'}"
+            )
+    else:
+        print(
+            f"  primary {'connected' if st.primary_connected else 'DISCONNECTED'}; "
+            f"queued seq {st.durable_seq} ({st.queue_txns} txns, {st.queue_bytes} bytes); "
+            f"applied {st.applied or '-'}"
+        )
+        print(
+            f"  lag {st.lag_s:.3f} s, {st.lag_bytes} bytes; "
+            f"applied {st.txns_applied} txns, {st.rows_applied} rows"
+        )
+    if st.error:
+        print(f"  error: {st.error}")
+    return 0
