@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from hodr.errors import HodrFatal
+from hodr.position import format_lsn
 from hodr.redo.pgoutput import RelationMsg, TypeMsg
 from hodr.redo.records import Column, Table
 
@@ -60,12 +61,13 @@ class Catalog:
         """Remember a custom type (enum, domain, composite…) the walsender announced."""
         self.types[msg.oid] = (msg.namespace, msg.name)
 
-    def get(self, relid: int, lsn_text: str = "?") -> Table:
-        """The current :class:`Table` of ``relid``; a missing one is a protocol violation."""
+    def get(self, relid: int, lsn: int = 0) -> Table:
+        """The current :class:`Table` of ``relid``; a missing one is a protocol violation
+        (``lsn`` of the change only names the place in the error)."""
         table = self._tables.get(relid)
         if table is None:
             raise UnknownRelation(
-                f"change for relation id {relid} at LSN {lsn_text} before any Relation message for it"
+                f"change for relation id {relid} at LSN {format_lsn(lsn)} before any Relation message for it"
             )
         return table
 
@@ -87,7 +89,7 @@ class Catalog:
             found = self._type_namer(missing)
             for key in missing:
                 name = found.get(key)
-                if not name:
+                if not name or name == "???":
                     raise HodrFatal(f"type oid {key[0]} (typmod {key[1]}) is unknown to the source server")
                 self._type_names[key] = name
         return {k: self._type_names[k] for k in wanted}

@@ -165,7 +165,7 @@ class PgOutputTranslator:
         return self._xid, self._xid
 
     def _table(self, relid: int, width: int, lsn: int) -> Table:
-        table = self.catalog.get(relid, format_lsn(lsn))
+        table = self.catalog.get(relid, lsn)
         if len(table.columns) != width:
             raise po.PgOutputError(
                 f"row of {table.qualified} at LSN {format_lsn(lsn)} has {width} values but the "
@@ -216,8 +216,7 @@ class PgOutputTranslator:
 
     def _truncate(self, msg: po.TruncateMsg, lsn: int) -> Changed:
         xid, sub = self._ids(msg.xid)
-        where = format_lsn(lsn)
-        tables = tuple(self.catalog.get(relid, where) for relid in msg.relids)
+        tables = tuple(self.catalog.get(relid, lsn) for relid in msg.relids)
         change = Truncate(tables, cascade=msg.cascade, restart_identity=msg.restart_identity)
         return Changed(xid, sub, _new_position(self.epoch, lsn), change)
 
