@@ -222,9 +222,9 @@ class Assembler:
         read after a part was handed out is the one to persist together with that part: it moves
         past a transaction only once its final part is out.
 
-        It can move backwards when a streamed transaction first shows up with changes older than
-        commits already emitted: PostgreSQL streams a transaction only once it outgrows
-        ``logical_decoding_work_mem``.  That is harmless there (the server keeps the WAL of
+        It can move backwards when a transaction first shows up with a begin older than commits
+        already emitted: PostgreSQL sends a transaction at its commit (its Begin carries its first
+        LSN), or streams it once it outgrows ``logical_decoding_work_mem``.  That is harmless there (the server keeps the WAL of
         in-progress transactions itself, and the flush position hodr reports must never go
         backwards anyway, so the reporter keeps its own maximum); Oracle rows arrive in SCN order,
         so a transaction's first row is seen before any later commit.
@@ -254,6 +254,29 @@ class Assembler:
         """Commit position of the last finished transaction: emitted (final part out), empty,
         or skipped as already durable.  ``None`` until the first one."""
         return self._last_commit
+
+    def reset(self) -> None:
+        """Forget every open transaction (deleting its spill file) because the source re-reads.
+
+        Call it whenever the record stream restarts in the same process (a reconnect after a
+        retryable capture error), before feeding the first record of the new stream.  Why: the
+        source re-sends every transaction that commits after the position it restarts from, *from
+        its first change* (PostgreSQL re-streams in-progress transactions too), so keeping what
+        this assembler holds would duplicate changes inside a transaction, which nothing
+        downstream could detect.  Commits already finished here are skipped on the re-read
+        (``skip_upto`` moves up to :attr:`last_commit`).  An emission in progress is abandoned;
+        its transaction comes again, from its first part, in the new stream.  The new stream must
+        start at or before :meth:`restart_position` as read before this call.
+        """
+        if self._emission is not None:
+            self._settle_emission()
+        for txn in self._open.values():
+            self._discard(txn)
+        self._open.clear()
+        last = self._last_commit
+        if last is not None and (self._skip_upto is None or last > self._skip_upto):
+            self._skip_upto = last
+        self._broken = None
 
     def close(self) -> None:
         """Drop all open state and delete spill files (shutdown; idempotent)."""

@@ -449,6 +449,32 @@ def test_dedupe_after_restart(spill_dir: Path) -> None:
         assert asm.last_commit == P(30)
 
 
+def test_reset_for_a_reconnect_drops_open_work_and_skips_finished(spill_dir: Path) -> None:
+    asm = Assembler(spill_dir, memory_budget=500)
+    first_try = [chg(1, 1, 1), chg(2, 2, 2), Commit(2, P(3)), *(chg(1, 4 + i, 10 + i) for i in range(30))]
+    out = run(asm, first_try)
+    assert [t.xid for t in out] == [2] and spill_files(spill_dir)
+    restart = asm.restart_position()
+    asm.reset()  # connection lost: the server re-sends from the start of transaction 1
+    assert spill_files(spill_dir) == [] and asm.open_transactions() == 0 and asm.memory_bytes == 0
+    again = run(asm, [*first_try, Commit(1, P(50))])
+    assert restart == P(1)
+    assert [(t.xid, [ids(c) for c in t.changes]) for t in again] == [(1, [1, *range(10, 40)])]
+
+
+def test_reset_after_an_abandoned_emission(spill_dir: Path) -> None:
+    asm = Assembler(spill_dir, part_changes=2)
+    stream = [chg(1, 1, 1), chg(1, 2, 2), chg(1, 3, 3), Commit(1, P(4))]
+    run(asm, stream[:-1])
+    it = asm.feed(stream[-1])
+    assert next(it).part == 0  # then the outbox write fails and the caller gives up on it
+    with pytest.raises(HodrFatal):
+        asm.feed(Idle(P(5)))
+    asm.reset()
+    parts = run(asm, stream)
+    assert [p.part for p in parts] == [0, 1] and parts[-1].final
+
+
 def test_skipped_transactions_still_release_spill(spill_dir: Path) -> None:
     asm = Assembler(spill_dir, memory_budget=500, skip_upto=P(100))
     assert asm.restart_position() == P(100)
