@@ -224,10 +224,11 @@ class Assembler:
 
         It can move backwards when a transaction first shows up with a begin older than commits
         already emitted: PostgreSQL sends a transaction at its commit (its Begin carries its first
-        LSN), or streams it once it outgrows ``logical_decoding_work_mem``.  That is harmless there (the server keeps the WAL of
-        in-progress transactions itself, and the flush position hodr reports must never go
-        backwards anyway, so the reporter keeps its own maximum); Oracle rows arrive in SCN order,
-        so a transaction's first row is seen before any later commit.
+        LSN), or streams it once it outgrows ``logical_decoding_work_mem``.  That is harmless
+        there (the server keeps the WAL of in-progress transactions itself, and the flush position
+        hodr reports must never go backwards anyway, so the reporter keeps its own maximum).
+        Oracle rows arrive in SCN order, so a transaction's first row comes before any later
+        commit.
         """
         begins = [t.begin for t in self._open.values()]
         em = self._emission
