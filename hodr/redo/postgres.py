@@ -619,7 +619,8 @@ class PostgresSource:
         return conn
 
     def read(self, start: LogPosition) -> Iterator[Record]:
-        """Records from the slot, starting after ``start`` (the last released position).
+        """Records from the slot, starting after ``start`` (the last released position, which
+        is reported to the server as flushed right away).
 
         Ends (returns) when :meth:`close` is called or the ``stop`` event is set; raises
         :class:`~hodr.errors.RetryableCaptureError` when the connection is lost and
@@ -629,6 +630,11 @@ class PostgresSource:
         if self._stopping():
             return
         self.catalog.clear()  # a new walsender session announces every relation again
+        if start.epoch == self.epoch:
+            # ``start`` is by contract what was last released: reporting it at once makes the
+            # walsender a synchronous-standby candidate (it needs a valid flush position).
+            with self._lock:
+                self._released = max(self._released, start.lsn)
         conn = self._start_replication(start)
         try:
             yield from self._stream(conn)
