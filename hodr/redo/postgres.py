@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import errors as pgerrors
 from psycopg import sql
 
 from hodr.errors import HodrFatal, RetryableCaptureError
@@ -609,14 +608,32 @@ class PostgresSource:
         command = f"START_REPLICATION SLOT {self.slot} LOGICAL {format_lsn(lsn)} ({', '.join(options)})"
         conn = self._connect(replication=True)
         try:
-            conn.cursor().execute(command)
-        except psycopg.Error as exc:
+            self._enter_copy_both(conn.pgconn, command)
+        except BaseException:
             conn.close()
-            raise _classify(exc, f"START_REPLICATION on slot {self.slot}") from exc
-        if conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.ACTIVE:
-            conn.close()
-            raise RetryableCaptureError(f"START_REPLICATION on slot {self.slot} did not enter COPY mode")
+            raise
         return conn
+
+    def _enter_copy_both(self, pg: Any, command: str) -> None:
+        """Send START_REPLICATION at the libpq level and wait (bounded) for COPY_BOTH.
+
+        Why not ``cursor.execute``: psycopg accepts a COPY_BOTH result only since 3.3
+        (psycopg/psycopg#1219); the libpq calls work with every psycopg 3.
+        """
+        what = f"START_REPLICATION on slot {self.slot}"
+        deadline = time.monotonic() + max(self.connect_timeout, 1)
+        try:
+            pg.send_query(command.encode())
+            while pg.flush() == 1 or pg.is_busy():
+                if time.monotonic() > deadline or self._stopping():
+                    raise RetryableCaptureError(f"{what}: no answer from the server")
+                select.select([pg.socket], [pg.socket] if pg.flush() else [], [], 0.1)
+                pg.consume_input()
+            result = pg.get_result()
+        except psycopg.OperationalError as exc:
+            raise RetryableCaptureError(f"{what}: {_one_line(exc)}") from exc
+        if result is None or result.status != psycopg.pq.ExecStatus.COPY_BOTH:
+            raise self._result_error(result, what)
 
     def read(self, start: LogPosition) -> Iterator[Record]:
         """Records from the slot, starting after ``start`` (the last released position, which
@@ -737,14 +754,17 @@ class PostgresSource:
 
     def _copy_ended(self, pg: Any) -> Exception:
         """The server ended the COPY stream: turn its error into ours."""
-        result = pg.get_result()
-        message = ""
-        sqlstate = ""
+        return self._result_error(pg.get_result(), f"walsender of slot {self.slot} ended the stream")
+
+    @staticmethod
+    def _result_error(result: Any, what: str) -> Exception:
+        """One-line error from a libpq result: fatal when reconnecting cannot help."""
+        message = sqlstate = ""
         if result is not None:
             message = (result.error_message or b"").decode(errors="replace").strip()
             sqlstate = (result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) or b"").decode()
-        first = message.splitlines()[0] if message else "no error"
-        text = f"walsender of slot {self.slot} ended the stream: {first}"
+        first = message.splitlines()[0] if message else "no error reported"
+        text = f"{what}: {first}"
         if sqlstate in _FATAL_SQLSTATES:
             return HodrFatal(text)
         return RetryableCaptureError(text)
@@ -754,16 +774,6 @@ class PostgresSource:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _classify(exc: psycopg.Error, what: str) -> Exception:
-    """Retry what reconnecting can fix (connection loss, slot busy), stop on the rest."""
-    text = f"{what}: {_one_line(exc)}"
-    if isinstance(exc, psycopg.OperationalError | pgerrors.ObjectInUse):
-        return RetryableCaptureError(text)
-    if exc.sqlstate and exc.sqlstate not in _FATAL_SQLSTATES and exc.sqlstate.startswith(("08", "57")):
-        return RetryableCaptureError(text)
-    return HodrFatal(text)
 
 
 def _split_name(name: str) -> tuple[str, str]:
