@@ -14,11 +14,11 @@ A fixed 70-byte header, then one msgpack object::
 The fixed header lets the outbox and queue learn ``final``/``commit`` of a record without
 decoding its changes (:func:`peek_transaction`).  ``tables`` lists each distinct table of the
 payload once; changes refer to them by index (a pgbench-like transaction touches 3-4 tables, so
-repeating the column list in every change would triple the payload).  The change tuples have the
-same shapes as ``hodr.replicate.changeobj`` (``(0, op, table, before, after)``...) with the table
-replaced by its index, and :data:`~hodr.redo.records.UNCHANGED` is msgpack extension type 1, so the
-two encodings can be merged.  Decoding uses ``strict_map_key`` and msgpack's size limits (every
-length is bounded by the input size); nothing is ever unpickled.
+repeating the column list in every change would triple the payload).  The change tuples are
+``hodr.replicate.changeobj``'s (``(0, op, table, before, after)``...) with the table replaced by
+its index; :data:`~hodr.redo.records.UNCHANGED` is its msgpack extension type 1.  Decoding uses
+``strict_map_key`` and msgpack's size limits (every length is bounded by the input size);
+nothing is ever unpickled.
 
 Wire frame (``FrameEncoder`` / ``FrameDecoder``)
 ------------------------------------------------
@@ -51,17 +51,8 @@ import msgpack
 
 from hodr.errors import CorruptData, RetryableTransportError
 from hodr.position import LogPosition
-from hodr.redo.records import (
-    UNCHANGED,
-    Change,
-    Column,
-    LoadRows,
-    Message,
-    Op,
-    RowChange,
-    Table,
-    Truncate,
-)
+from hodr.redo.records import Change, LoadRows, Message, RowChange, Table
+from hodr.replicate import changeobj
 from hodr.replicate.transaction import Transaction
 
 # =============================================================================================
@@ -71,12 +62,6 @@ TXN_VERSION = 1
 TXN_FLAG_FINAL = 0x01
 _TXN = struct.Struct(">BBIQQQQQQQq")
 TXN_HEADER_SIZE = _TXN.size  # 70
-
-EXT_UNCHANGED = 1
-KIND_ROW, KIND_TRUNCATE, KIND_MESSAGE, KIND_LOAD = 0, 1, 2, 3
-_OPS: dict[str, Op] = {op.value: op for op in Op}
-_UNCHANGED_TYPE = type(UNCHANGED)
-_EXT_UNCHANGED_OBJ = msgpack.ExtType(EXT_UNCHANGED, b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +76,6 @@ class TxnHeader:
     final: bool
 
 
-def _default(value: Any) -> Any:
-    if value.__class__ is _UNCHANGED_TYPE:
-        return _EXT_UNCHANGED_OBJ
-    raise TypeError(f"cannot encode {type(value).__name__} value {value!r:.100}")
-
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code == EXT_UNCHANGED and not data:
-        return UNCHANGED
-    raise ValueError(f"unknown msgpack extension type {code}")
-
-
 # Tables repeat in every payload: both directions are cached (bounded; dict operations are atomic
 # under the GIL, so the caches are safe to share between threads).  Decoding hands out the *same*
 # Table object for equal metadata, which also keeps the applier's per-table caches warm.
@@ -115,13 +88,7 @@ def _table_obj(t: Table) -> tuple[Any, ...]:
     hit = _enc_cache.get(id(t))
     if hit is not None and hit[0] is t:  # keyed by id, checked by identity (ids are reused)
         return hit[1]
-    obj = (
-        t.schema,
-        t.name,
-        t.identity,
-        t.relid,
-        tuple((c.name, c.type_name, c.key, c.type_oid) for c in t.columns),
-    )
+    obj = changeobj.table_to_obj(t)
     if len(_enc_cache) >= _CACHE_LIMIT:
         _enc_cache.clear()
     _enc_cache[id(t)] = (t, obj)
@@ -135,11 +102,11 @@ def _table_from(obj: Any) -> Table:
         hit = None
     if hit is not None:
         return hit
-    schema, name, identity, relid, columns = obj
-    if not (isinstance(schema, str) and isinstance(name, str) and isinstance(identity, str)):
-        raise ValueError("table names must be strings")
-    cols = tuple(Column(_str(c[0]), _str(c[1]), bool(c[2]), int(c[3])) for c in columns)
-    table = Table(schema=schema, name=name, columns=cols, identity=identity, relid=int(relid))
+    table = changeobj.table_from_obj(obj)
+    if not all(isinstance(v, str) for v in (table.schema, table.name, table.identity)) or not all(
+        isinstance(c.name, str) and isinstance(c.type_name, str) for c in table.columns
+    ):
+        raise ValueError("table and column names must be strings")
     if len(_dec_cache) >= _CACHE_LIMIT:
         _dec_cache.clear()
     _dec_cache[obj] = table
@@ -169,62 +136,32 @@ class _Tables:
         return idx
 
 
-def _change_obj(change: Change, tables: _Tables) -> tuple[Any, ...]:
-    kind = type(change)
-    if kind is RowChange:
-        return (KIND_ROW, change.op.value, tables.ref(change.table), change.before, change.after)
-    if kind is Message:
-        return (KIND_MESSAGE, change.prefix, bytes(change.content), change.transactional)
-    if kind is Truncate:
-        return (
-            KIND_TRUNCATE,
-            tuple(tables.ref(t) for t in change.tables),
-            change.cascade,
-            change.restart_identity,
-        )
-    if kind is LoadRows:
-        return (KIND_LOAD, tables.ref(change.table), change.rows)
-    raise TypeError(f"not a change: {change!r:.200}")
-
-
-def _row(value: Any, width: int) -> Any:
-    # Width is checked (a wrong width would shift values into the wrong columns); the values
+def _check_widths(changes: tuple[Change, ...]) -> None:
+    # Row widths are checked (a wrong width would shift values into the wrong columns); the values
     # themselves are not walked in Python: msgpack produced them and the crc vouched for the
     # bytes, and a per-value loop would cost more than the whole decode at 60-90k rows/s.
-    if value is not None and (type(value) is not tuple or len(value) != width):
-        got = len(value) if isinstance(value, tuple) else type(value).__name__
-        raise ValueError(f"row of {got} values, table has {width} columns")
-    return value
-
-
-def _change_from(obj: Any, tables: tuple[Table, ...]) -> Change:
-    kind = obj[0]
-    if kind == KIND_ROW:
-        _, op, ti, before, after = obj
-        t = tables[ti]
-        width = len(t.columns)
-        return RowChange(_OPS[op], t, _row(before, width), _row(after, width))
-    if kind == KIND_MESSAGE:
-        _, prefix, content, transactional = obj
-        if not isinstance(prefix, str) or not isinstance(content, bytes):
-            raise ValueError("message prefix/content of the wrong type")
-        return Message(prefix, content, bool(transactional))
-    if kind == KIND_TRUNCATE:
-        _, tis, cascade, restart = obj
-        return Truncate(tuple(tables[i] for i in tis), bool(cascade), bool(restart))
-    if kind == KIND_LOAD:
-        _, ti, rows = obj
-        t = tables[ti]
-        width = len(t.columns)
-        return LoadRows(t, tuple(_row(r, width) for r in rows))
-    raise ValueError(f"unknown change kind {kind!r}")
+    for ch in changes:
+        if type(ch) is RowChange:
+            width = len(ch.table.columns)
+            for row in (ch.before, ch.after):
+                if row is not None and (type(row) is not tuple or len(row) != width):
+                    got = len(row) if isinstance(row, tuple) else type(row).__name__
+                    raise ValueError(f"row of {got} values, table {ch.table.qualified} has {width} columns")
+        elif type(ch) is LoadRows:
+            width = len(ch.table.columns)
+            for row in ch.rows:
+                if type(row) is not tuple or len(row) != width:
+                    raise ValueError(f"load row of the wrong width for {ch.table.qualified}")
+        elif type(ch) is Message and not isinstance(ch.content, bytes):
+            raise ValueError("message content is not bytes")
 
 
 def encode_transaction(txn: Transaction) -> bytes:
     """``txn`` (one part) as a durable payload."""
     tables = _Tables()
-    changes = [_change_obj(c, tables) for c in txn.changes]
-    body = msgpack.packb((tables.objs, changes), default=_default, use_bin_type=True)
+    ref = tables.ref
+    changes = [changeobj.change_to_obj(c, ref) for c in txn.changes]
+    body = changeobj.packb((tables.objs, changes))
     b, c = txn.begin, txn.commit
     head = _TXN.pack(
         TXN_VERSION,
@@ -262,14 +199,12 @@ def decode_transaction(payload: bytes, where: str = "payload") -> Transaction:
     head = peek_transaction(payload, where)
     try:
         tables_obj, changes_obj = msgpack.unpackb(
-            memoryview(payload)[TXN_HEADER_SIZE:],
-            raw=False,
-            use_list=False,
-            strict_map_key=True,
-            ext_hook=_ext_hook,
+            memoryview(payload)[TXN_HEADER_SIZE:], strict_map_key=True, **changeobj.UNPACK_OPTIONS
         )
         tables = tuple(_table_from(t) for t in tables_obj)
-        changes = tuple(_change_from(c, tables) for c in changes_obj)
+        table_of = tables.__getitem__
+        changes = tuple(changeobj.change_from_obj(c, table_of) for c in changes_obj)
+        _check_widths(changes)
     except (ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException) as exc:
         raise CorruptData(f"{where}: cannot decode transaction xid {head.xid}: {exc}") from exc
     return Transaction(

@@ -134,7 +134,7 @@ def test_wrong_row_width_and_unknown_extension_types_are_rejected() -> None:
     good = encode_transaction(sample_txn())
     tables = ((("s", "t", "d", 0, (("a", "text", True, 0),)),),)
     body = msgpack.packb((tables[0], ((0, "I", 0, None, ("1", "2")),)))
-    with pytest.raises(CorruptData, match="row of 2 values, table has 1"):
+    with pytest.raises(CorruptData, match="row of 2 values, table s.t has 1 columns"):
         decode_transaction(good[:TXN_HEADER_SIZE] + body)
     ext = msgpack.packb((tables[0], ((0, "I", 0, None, (msgpack.ExtType(42, b"x"),)),)))
     with pytest.raises(CorruptData, match="extension type 42"):
