@@ -18,7 +18,6 @@ Nothing here knows about OCF exit codes: failures are ``VipError`` subclasses th
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import socket
 import struct
@@ -27,6 +26,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms cold)
+
+if TYPE_CHECKING:
+    import logging
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -65,8 +69,6 @@ _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg
 _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg
 _RTA = struct.Struct("=HH")  # rtattr
-
-_module_log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------- errors
@@ -426,7 +428,17 @@ class VirtualIP:
     check_link: bool = True
     nodad: bool = False
     dad_timeout: float = 10.0
-    log: logging.Logger = field(default=_module_log, repr=False)
+    log_to: Callable[[], logging.Logger] | None = field(default=None, repr=False)
+
+    @property
+    def log(self) -> logging.Logger:
+        """``log_to()`` (the agent's logger) or this module's, created on first use: a monitor
+        that finds everything in order never imports logging."""
+        if self.log_to is not None:
+            return self.log_to()
+        import logging
+
+        return logging.getLogger(__name__)
 
     @property
     def family(self) -> int:

@@ -217,7 +217,7 @@ class VipAgent:
             check_link=cfg.check_link,
             nodad=cfg.nodad,
             dad_timeout=float(cfg.dad_timeout),
-            log=ocf.log(),
+            log_to=ocf.log,
         )
 
     # ------------------------------------------------------------------------------- actions
