@@ -303,10 +303,11 @@ _logger: logging.Logger | None = None
 def log() -> logging.Logger:
     """The agent's logger, tagged ``<agent>(<instance>)[pid]`` like ocf-shellfuncs' ``HA_LOGTAG``.
 
-    Narrative (info) goes to ``HA_LOGFILE`` and/or syslog (``HA_LOGFACILITY``) when Pacemaker sets
-    them; stderr, which execd copies into its own log for every operation, only gets warnings and
-    errors then, so a healthy monitor every ten seconds stays silent. Without either, everything
-    goes to stderr (a shell, ocf-tester). ``HA_debug=1`` adds debug lines.
+    Narrative (info) goes to ``HA_LOGFILE`` and/or syslog (``HA_LOGFACILITY``; the lower-case
+    spellings too) when Pacemaker sets them; stderr, which execd copies into its own log for
+    every operation, only gets warnings and errors then, so a healthy monitor every ten seconds
+    stays silent. Without either, everything goes to stderr (a shell, ocf-tester).
+    ``HA_debug=1`` adds debug lines.
     """
     global _logger
     if _logger is None:
@@ -326,8 +327,8 @@ def _configure_logging() -> logging.Logger:
     logger.handlers.clear()
     detailed = logging.Formatter(f"%(asctime)s {tag}: %(levelname)s: %(message)s", "%b %d %H:%M:%S")
 
-    logfile = os.environ.get("HA_LOGFILE")
-    facility = os.environ.get("HA_LOGFACILITY", "")
+    logfile = _ha_env("LOGFILE")
+    facility = _ha_env("LOGFACILITY") or ""
     elsewhere = False
     if logfile:
         try:
@@ -347,6 +348,11 @@ def _configure_logging() -> logging.Logger:
         stderr.setLevel(logging.WARNING)
     logger.addHandler(stderr)
     return logger
+
+
+def _ha_env(name: str) -> str | None:
+    """``HA_<NAME>`` as ocf-shellfuncs reads it, or ``HA_<name>`` as Pacemaker's daemons export it."""
+    return os.environ.get(f"HA_{name}") or os.environ.get(f"HA_{name.lower()}")
 
 
 def _syslog_handler(tag: str, facility: str) -> logging.Handler:

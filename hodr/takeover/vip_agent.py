@@ -187,7 +187,9 @@ class VipAgent:
             if os.geteuid() != 0:
                 raise InvalidSetup(OCF.ERR_PERM, "hodr-vip must run as root (CAP_NET_ADMIN, CAP_NET_RAW)")
             link = vip.get_link(self.address.nic)
-            if link is not None and link.type in (vip.ARPHRD_LOOPBACK, vip.ARPHRD_INFINIBAND):
+            if link is None:
+                raise InvalidSetup(OCF.ERR_ARGS, f"interface {self.address.nic} does not exist on this node")
+            if link.type in (vip.ARPHRD_LOOPBACK, vip.ARPHRD_INFINIBAND):
                 raise InvalidSetup(OCF.ERR_ARGS, f"{link.name} cannot carry a floating address")
         if cfg.ip.version == 4 and cfg.nodad:
             ocf.log().debug("nodad only applies to IPv6; ignored for %s", cfg.ip)

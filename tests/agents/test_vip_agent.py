@@ -98,8 +98,10 @@ def test_inherently_invalid_parameters_per_action(host: Host) -> None:
 def test_missing_nic_per_action(host: Host, params: dict[str, str]) -> None:
     p = {**params, "nic": "nosuch0"}
     assert host.agent("validate-all", p).rc == 0  # level 0: this node's interfaces are not its business
-    deep = host.agent("validate-all", p, extra_env={"OCF_CHECK_LEVEL": "10"})
-    assert deep.rc == 2 and "nosuch0" in deep.reasons[0]
+    for extra in ({}, {"cidr_netmask": "24" if "." in params["ip"] else "64"}):
+        deep = host.agent("validate-all", {**p, **extra}, extra_env={"OCF_CHECK_LEVEL": "10"})
+        assert deep.rc == 2 and "nosuch0" in deep.reasons[0]
+    assert host.agent("validate-all", params, extra_env={"OCF_CHECK_LEVEL": "10"}).rc == 0
     start = host.agent("start", p)
     assert start.rc == 2 and "nosuch0" in start.reasons[0]
     assert monitor(host, p) == 1
