@@ -149,7 +149,6 @@ def _fingerprint(pg: PgInstance, tables: list[str]) -> dict[str, tuple[int, str]
     return out
 
 
-
 def run_demo(
     seconds: float = 20.0,
     clients: int = 2,
@@ -159,6 +158,8 @@ def run_demo(
     sync: bool = False,
 ) -> int:
     """Set up, replicate under load, verify; exit 0 only when both sides are equal."""
+    # SIGTERM (e.g. from `timeout`) must still run the cleanup below: servers and daemons go.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     base = Path(workdir) if workdir else make_base_dir(prefix="hodr-demo-")
     if workdir:
         base.mkdir(parents=True, exist_ok=True)
@@ -243,27 +244,12 @@ def run_demo(
 
         script = base / "docs.sql"
         script.write_text(DOCS_SCRIPT)
-        bench = subprocess.Popen(
-            [
-                pgbench,
-                "-n",
-                "-c",
-                str(clients),
-                "-j",
-                str(max(1, clients // 2)),
-                "-T",
-                str(int(seconds)),
-                "-b",
-                "tpcb-like@9",
-                "-f",
-                f"{script}@1",
-                "-d",
-                primary.dsn(DB),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # pgbench writes to a file: a pipe read only at the end would block it once full.
+        bench_log = base / "pgbench.out"
+        argv = [pgbench, "-n", "-c", str(clients), "-j", str(max(1, clients // 2)), "-T", str(int(seconds))]
+        argv += ["-b", "tpcb-like@9", "-f", f"{script}@1", "-d", primary.dsn(DB)]
+        with open(bench_log, "w") as bench_out:
+            bench = subprocess.Popen(argv, stdout=bench_out, stderr=subprocess.STDOUT)
         lags: list[float] = []
         last_line = 0.0
         start = time.monotonic()
@@ -299,9 +285,10 @@ def run_demo(
             time.sleep(0.2)
         if tty:
             print()
-        out, err = bench.communicate()
+        bench.wait()
+        out = bench_log.read_text(errors="replace")
         if bench.returncode != 0:
-            raise HodrError(f"demo: pgbench failed: {err.strip().splitlines()[-1] if err.strip() else out}")
+            raise HodrError(f"demo: pgbench failed: {out.strip().splitlines()[-1] if out.strip() else '?'}")
         for line in out.splitlines():
             if line.startswith("number of transactions actually processed"):
                 result.txns = int(line.split(":")[1].split("/")[0].strip())

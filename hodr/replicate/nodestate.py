@@ -1,0 +1,45 @@
+"""Small durable facts about this node that outlive restarts: the epoch and whether the source
+slot and its initial load are complete.
+
+Why a file and not the database: the capture must know, before it touches the source, whether a
+slot it finds was left by a load that crashed half-way (then the slot is dropped and the load
+redone), and a promotion must bump the epoch durably (I1).  Written the boring way (I5).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from hodr.errors import CorruptData
+from hodr.replicate.fsutil import atomic_write, read_small
+
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class NodeState:
+    epoch: int = 1
+    slot_ready: bool = False  # slot exists and the initial load (if any) is durable in the outbox
+    slot: str = ""
+
+    @classmethod
+    def load(cls, data_dir: Path) -> NodeState:
+        raw = read_small(data_dir / STATE_FILE)
+        if raw is None:
+            return cls()
+        try:
+            data = json.loads(raw)
+            return cls(
+                epoch=int(data["epoch"]), slot_ready=bool(data["slot_ready"]), slot=str(data.get("slot", ""))
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptData(f"{data_dir / STATE_FILE}: unreadable node state: {exc}") from exc
+
+    def save(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(data_dir / STATE_FILE, json.dumps(asdict(self), sort_keys=True).encode())
+
+    def with_(self, **changes: object) -> NodeState:
+        return replace(self, **changes)  # type: ignore[arg-type]

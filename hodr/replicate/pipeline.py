@@ -1,0 +1,598 @@
+"""The only module that wires stages: the primary's capture pipeline and the standby's apply
+pipeline, each behind the daemon's ``RolePipeline`` shape (start, stop, ready, error, snapshot,
+sentence, control).
+
+Data flows one way: source log → assembler → outbox → transport → queue → applier → target.
+Positions flow back only as values: the standby acks durable sequence numbers, the primary turns
+the minimum over required standbys into the position the source may release (I6).
+
+Threads: primary = capture thread + the transport's listener/sender threads; standby = the
+transport's receiver thread + the apply thread.  Errors: ``Retryable*`` → the thread backs off
+and starts a new session from durable state (nothing lost, nothing doubled: the outbox dedupes
+by commit position, the target by its applied position); anything else is fatal and stops the
+daemon with one line naming what and where (I9).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from hodr.config import Config
+from hodr.errors import HodrError, HodrFatal, Retryable
+from hodr.position import ZERO, LogPosition
+from hodr.redo.records import Changed, Idle, LoadRows, RowChange, Truncate
+from hodr.replicate.apply import ApplyLoop
+from hodr.replicate.assembler import Assembler
+from hodr.replicate.nodestate import NodeState
+from hodr.replicate.outbox import Outbox
+from hodr.replicate.queue import DurableQueue
+from hodr.replicate.transaction import Transaction
+from hodr.replicate.transport import PrimaryServer, StandbyClient, TransportSettings
+from hodr.status import PeerStatus
+
+log = logging.getLogger("hodr.pipeline")
+
+LOAD_PART_ROWS = 20_000
+
+
+def build(cfg: Config) -> PrimaryPipeline | StandbyPipeline:
+    return PrimaryPipeline(cfg) if cfg.role == "primary" else StandbyPipeline(cfg)
+
+
+class _Backoff:
+    def __init__(self, lo: float = 0.2, hi: float = 5.0) -> None:
+        self.lo, self.hi, self.cur = lo, hi, lo
+
+    def wait(self, stop: threading.Event) -> None:
+        stop.wait(self.cur)
+        self.cur = min(self.hi, self.cur * 2)
+
+    def reset(self) -> None:
+        self.cur = self.lo
+
+
+# --- primary --------------------------------------------------------------------------------------
+class PrimaryPipeline:
+    """Capture → assembler → outbox, and the transport server that feeds the standbys."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.data = cfg.data_path
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._problem = ""  # the last retryable problem, for the sentence
+        self.state = NodeState()
+        self.outbox: Outbox | None = None
+        self.server: PrimaryServer | None = None
+        self.source: Any = None
+        self._thread: threading.Thread | None = None
+        self._required = [p.name for p in cfg.transport.standbys if p.required]
+        self._capture_pos = ZERO
+        self._txns = 0
+        self._idle: tuple[LogPosition, int] | None = None  # (idle position, outbox end when seen)
+        self._release_lock = threading.Lock()
+
+    # -- RolePipeline ------------------------------------------------------------------------
+    def start(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.state = NodeState.load(self.data)
+        self.outbox = Outbox(self.data / "outbox", standbys=[p.name for p in self.cfg.transport.standbys])
+        self.server = PrimaryServer(
+            self.cfg.transport.listen_host,
+            self.cfg.transport.port,
+            self.outbox,
+            [p.name for p in self.cfg.transport.standbys],
+            settings=TransportSettings.from_config(self.cfg.transport),
+            on_ack=self._on_ack,
+        )
+        try:
+            self.server.start()
+        except OSError as exc:
+            raise HodrFatal(
+                f"transport: cannot listen on {self.cfg.transport.listen_host}:"
+                f"{self.cfg.transport.port}: {exc.strerror}"
+            ) from exc
+        self._thread = threading.Thread(target=self._capture_main, name="capture", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        if self.source is not None:
+            with contextlib.suppress(Exception):
+                self.source.close()
+        if self._thread:
+            self._thread.join(timeout)
+        if self.server:
+            self.server.close(timeout)
+        if self.outbox:
+            self.outbox.close()
+
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"result": "refused", "reason": f"unknown request {request.get('request')!r}"}
+
+    def snapshot(self) -> dict[str, Any]:
+        peers: list[PeerStatus] = []
+        if self.server and self.outbox:
+            stats = self.server.stats()
+            for p in self.cfg.transport.standbys:
+                st = stats.get(p.name)
+                acked_seq = self.outbox.acked(p.name)
+                commit = self.outbox.cursor(p.name).commit
+                lag = max(0, self._capture_pos.lsn - commit.lsn) if commit.epoch == self.state.epoch else 0
+                peers.append(
+                    PeerStatus(
+                        name=p.name,
+                        connected=bool(st and st.connected),
+                        acked=str(commit) if commit.lsn else "",
+                        acked_seq=acked_seq,
+                        lag_bytes=lag,
+                        required=p.required,
+                        sent_bytes=st.bytes_raw if st else 0,
+                        wire_bytes=st.bytes_wire if st else 0,
+                    )
+                )
+        released = self.source.released if self.source is not None else None
+        return {
+            "epoch": self.state.epoch,
+            "capture": str(self._capture_pos) if self._capture_pos.lsn else "",
+            "released": str(released) if released and released.lsn else "",
+            "outbox_end": self.outbox.end_seq if self.outbox else 0,
+            "peers": tuple(peers),
+            "txns_captured": self._txns,
+            "error": self._problem,
+        }
+
+    def sentence(self) -> str:
+        if self._problem and not self._ready.is_set():
+            return f"primary: waiting: {self._problem}"
+        parts = [f"primary: captured {self._txns} txns up to {self._capture_pos}"]
+        if self.server and self.outbox:
+            connected = set(self.server.connected())
+            for p in self.cfg.transport.standbys:
+                state = "connected" if p.name in connected else "disconnected"
+                parts.append(f"{p.name} {state}, acked seq {self.outbox.acked(p.name)}/{self.outbox.end_seq}")
+        if self._problem:
+            parts.append(f"retrying: {self._problem}")
+        return "; ".join(parts)
+
+    # -- capture thread ------------------------------------------------------------------------
+    def _capture_main(self) -> None:
+        backoff = _Backoff()
+        while not self._stop.is_set():
+            try:
+                self._capture_session(backoff)
+            except Retryable as exc:
+                self._problem = " ".join(str(exc).split())
+                log.warning("capture: %s (retrying)", self._problem)
+                backoff.wait(self._stop)
+            except BaseException as exc:  # noqa: BLE001 - fatal: the daemon reports and stops
+                if not self._stop.is_set():
+                    log.error("capture stopped: %s", exc)
+                    self._error = exc
+                return
+
+    def _make_source(self) -> Any:
+        from hodr.redo.postgres import PostgresSource
+
+        src = self.cfg.source
+        return PostgresSource(
+            src.dsn,
+            slot=src.slot,
+            publication=src.publication,
+            epoch=self.state.epoch,
+            application_name=src.application_name,
+            logical_decoding_work_mem=src.logical_decoding_work_mem or None,
+            set_replica_identity_full=src.set_replica_identity_full,
+            stop=self._stop,
+        )
+
+    def _capture_session(self, backoff: _Backoff) -> None:
+        assert self.outbox is not None
+        source = self._make_source()
+        self.source = source
+        # Why a new assembler per session: the server re-sends every transaction not yet
+        # confirmed, streamed ones from their start; partial state from the last session would
+        # double their changes.  Commits already durable in the outbox are skipped (I7).
+        assembler = Assembler(
+            self.data / "spill",
+            memory_budget=self.cfg.source.memory_budget_mb << 20,
+            skip_upto=self.outbox.last_commit(),
+        )
+        try:
+            source.ensure_publication(list(self.cfg.source.tables) or None)
+            source.check_replica_identity()
+            self._ensure_slot(source)
+            start = self.outbox.released_position(self._required)
+            if start.epoch == self.state.epoch and source.released.lsn > start.lsn:
+                start = source.released
+            self._ready.set()
+            self._problem = ""
+            backoff.reset()
+            log.info("capture: streaming slot %s from %s", self.cfg.source.slot, start)
+            outbox = self.outbox
+            for rec in source.read(start):
+                if isinstance(rec, Idle):
+                    self._capture_pos = rec.position
+                    if assembler.open_transactions() == 0:
+                        self._idle = (rec.position, outbox.end_seq)
+                        self._release_idle()
+                    continue
+                for txn in assembler.feed(rec):
+                    outbox.append(txn)
+                    if txn.final:
+                        self._txns += 1
+                        self._capture_pos = txn.commit
+                if self._stop.is_set():
+                    break
+        finally:
+            assembler.close()
+            source.close()
+
+    def _ensure_slot(self, source: Any) -> None:
+        if self.state.slot_ready and self.state.slot == self.cfg.source.slot:
+            if source.slot_info() is None:
+                raise HodrFatal(
+                    f"source: replication slot {self.cfg.source.slot!r} is missing although this node "
+                    "created it: changes since then are lost to it; run 'hodr init-load' to reseed"
+                )
+            return
+        if self.cfg.source.initial_load:
+            initial_load(self.cfg, source=source, outbox=self.outbox, state=self.state)
+            self.state = NodeState.load(self.data)
+        else:
+            source.drop_slot()
+            source.ensure_slot()
+            self.state = self.state.with_(slot_ready=True, slot=self.cfg.source.slot)
+            self.state.save(self.data)
+
+    # -- releasing the source log (I6) -----------------------------------------------------------
+    def _on_ack(self, name: str, seq: int) -> None:
+        """A standby durably queued up to ``seq``: tell the source what it may release.
+
+        Why not capped at the assembler's restart point on PostgreSQL: the slot itself keeps the
+        WAL of open transactions (its restart_lsn) and re-sends them whole after a reconnect;
+        confirming a commit only stops that commit being re-sent.  Capping would make sync-mode
+        commits wait behind any long open transaction.
+        """
+        if self.outbox is None or self.source is None:
+            return
+        pos = self.outbox.released_position(self._required)
+        if pos.epoch == self.state.epoch and pos.lsn:
+            self.source.release(pos)
+        self._release_idle()
+
+    def _release_idle(self) -> None:
+        """When everything captured is durably acked and nothing is open, release up to the last
+        idle position, so an idle primary's slot does not hold WAL forever."""
+        idle = self._idle
+        if idle is None or self.outbox is None or self.source is None:
+            return
+        pos, end_seq = idle
+        if self.outbox.min_acked(self._required) >= end_seq:
+            self.source.release(pos)
+
+
+def initial_load(
+    cfg: Config,
+    *,
+    source: Any = None,
+    outbox: Outbox | None = None,
+    state: NodeState | None = None,
+    progress: bool = False,
+) -> LogPosition:
+    """Create the slot exporting a snapshot, copy every published table from that snapshot into
+    the outbox as one synthetic transaction committed at the slot's consistent point, then mark
+    the slot ready.  Streaming then starts exactly at that point: no gap, no overlap.
+
+    Why through the outbox: every standby receives the load like any transaction, durable,
+    resumable, exactly once, and applies it (truncate + COPY) atomically with its position.
+    A crash half-way leaves ``slot_ready`` false, so the next start drops the slot and redoes it.
+    """
+    data = cfg.data_path
+    own_source = source is None
+    own_outbox = outbox is None
+    state = state or NodeState.load(data)
+    if own_source:
+        from hodr.redo.postgres import PostgresSource
+
+        source = PostgresSource(
+            cfg.source.dsn,
+            slot=cfg.source.slot,
+            publication=cfg.source.publication,
+            epoch=state.epoch,
+            application_name=cfg.source.application_name,
+        )
+        source.ensure_publication(list(cfg.source.tables) or None)
+        source.check_replica_identity()
+    if own_outbox:
+        outbox = Outbox(data / "outbox", standbys=[p.name for p in cfg.transport.standbys])
+    assert outbox is not None
+    try:
+        state = state.with_(slot_ready=False, slot=cfg.source.slot)
+        state.save(data)
+        source.drop_slot()
+        consistent, snapshot = source.create_slot_exporting_snapshot()
+        commit = LogPosition(state.epoch, consistent.lsn)
+        tables = source.table_metadata(list(cfg.source.tables) or None)
+        log.info(
+            "initial load: slot %s consistent at %s; copying %d tables", cfg.source.slot, commit, len(tables)
+        )
+        meter = _LoadMeter(progress)
+        part = 0
+        pending: list[Any] = [Truncate(tuple(tables))] if tables else []
+        rows_in_part = 0
+        for chunk in source.snapshot_rows(snapshot, list(cfg.source.tables) or None):
+            meter.add(chunk)
+            if rows_in_part + len(chunk.rows) > LOAD_PART_ROWS and pending:
+                outbox.append(
+                    Transaction(0, commit, commit, int(time.time() * 1e6), tuple(pending), part, False),
+                    sync=False,
+                )
+                part += 1
+                pending, rows_in_part = [], 0
+            pending.append(chunk)
+            rows_in_part += len(chunk.rows)
+        outbox.append(Transaction(0, commit, commit, int(time.time() * 1e6), tuple(pending), part, True))
+        source.finish_snapshot()
+        meter.done()
+        state = state.with_(slot_ready=True)
+        state.save(data)
+        log.info("initial load: %d rows queued at %s", meter.rows, commit)
+        return commit
+    finally:
+        if own_source:
+            source.close()
+        if own_outbox:
+            outbox.close()
+
+
+class _LoadMeter:
+    """Rows, MB/s and elapsed time of the initial load: a progress line on a terminal, plain log
+    lines otherwise."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.rows = 0
+        self.bytes = 0
+        self.t0 = time.monotonic()
+        self._last = 0.0
+
+    def add(self, chunk: LoadRows) -> None:
+        self.rows += len(chunk.rows)
+        self.bytes += sum(len(v) for row in chunk.rows for v in row if isinstance(v, str))
+        now = time.monotonic()
+        if now - self._last >= (0.2 if self.tty else 5.0):
+            self._last = now
+            line = self._line(chunk.table.qualified)
+            if self.tty:
+                import sys
+
+                print("\r" + line, end="", file=sys.stderr, flush=True)
+            else:
+                log.info("%s", line)
+
+    def _line(self, table: str) -> str:
+        dt = max(1e-6, time.monotonic() - self.t0)
+        return f"initial load: {self.rows} rows, {self.bytes / dt / 1e6:.1f} MB/s, {dt:.0f}s ({table})"
+
+    def done(self) -> None:
+        if self.tty:
+            import sys
+
+            print("\r" + self._line("done"), file=sys.stderr, flush=True)
+
+
+# --- standby ----------------------------------------------------------------------------------------
+class StandbyPipeline:
+    """Transport receiver → durable queue → applier → target database."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.data = cfg.data_path
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._problem = ""
+        self.queue: DurableQueue | None = None
+        self.client: StandbyClient | None = None
+        self._thread: threading.Thread | None = None
+        self._applied = ZERO
+        self._applied_time = 0  # commit time (µs) of the last applied transaction
+        self._txns = 0
+        self._rows = 0
+        self._finals: deque[tuple[LogPosition, int, int, int]] = deque()  # commit, seq, rows, time
+        self._paused = threading.Event()
+
+    def start(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.queue = DurableQueue(self.data / "queue")
+        self.client = StandbyClient(
+            self.cfg.transport.primary_host,
+            self.cfg.transport.port,
+            self.cfg.node,
+            self.queue,
+            settings=TransportSettings.from_config(self.cfg.transport),
+        ).start()
+        self._thread = threading.Thread(target=self._apply_main, name="apply", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        if self.client:
+            self.client.close(timeout)
+        if self._thread:
+            self._thread.join(timeout)
+        if self.queue:
+            self.queue.close()
+
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def error(self) -> BaseException | None:
+        if self._error is None and self.client is not None and self.client.failed:
+            return HodrFatal(f"transport: {self.client.failed}")
+        return self._error
+
+    def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        what = request.get("request")
+        if what == "pause-apply":
+            self._paused.set()
+            return {"result": "done"}
+        if what == "resume-apply":
+            self._paused.clear()
+            return {"result": "done"}
+        return {"result": "refused", "reason": f"unknown request {what!r}"}
+
+    def snapshot(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "epoch": self._applied.epoch,
+            "applied": str(self._applied) if self._applied.lsn else "",
+            "txns_applied": self._txns,
+            "rows_applied": self._rows,
+            "error": self._problem,
+        }
+        if self.client:
+            rs = self.client.stats()
+            out["primary_connected"] = rs.connected
+            out["received_seq"] = rs.received_seq
+            out["durable_seq"] = rs.durable_seq
+            out["extra"] = {
+                "bytes_raw": rs.bytes_raw,
+                "bytes_wire": rs.bytes_wire,
+                "transport_error": rs.last_error,
+            }
+        if self.queue:
+            qs = self.queue.stats()
+            dc = self.queue.last_durable_commit()
+            out["durable_commit"] = str(dc) if dc else ""
+            pending = max(0, self.queue.durable_seq - self.queue.applied_seq)
+            out["queue_txns"] = pending
+            out["queue_bytes"] = getattr(qs, "bytes", 0)
+            out["lag_bytes"] = (
+                max(0, dc.lsn - self._applied.lsn) if dc and dc.epoch == self._applied.epoch else 0
+            )
+            if pending and self._applied_time:
+                out["lag_s"] = max(0.0, time.time() - self._applied_time / 1e6)
+        return out
+
+    def sentence(self) -> str:
+        conn = (
+            "primary connected" if self.client and self.client.stats().connected else "primary DISCONNECTED"
+        )
+        text = f"standby: applied {self._txns} txns up to {self._applied}; {conn}"
+        if self.queue:
+            text += f"; queue {max(0, self.queue.durable_seq - self.queue.applied_seq)} records"
+        if self._paused.is_set():
+            text += "; apply paused"
+        if self._problem:
+            text += f"; retrying: {self._problem}"
+        return text
+
+    # -- apply thread ------------------------------------------------------------------------------
+    def _apply_main(self) -> None:
+        backoff = _Backoff()
+        while not self._stop.is_set():
+            try:
+                self._apply_session(backoff)
+            except Retryable as exc:
+                self._problem = " ".join(str(exc).split())
+                log.warning("apply: %s (retrying)", self._problem)
+                backoff.wait(self._stop)
+            except BaseException as exc:  # noqa: BLE001 - fatal: the daemon reports and stops
+                if not self._stop.is_set():
+                    log.error("apply stopped: %s", exc)
+                    self._error = exc
+                return
+
+    def _apply_session(self, backoff: _Backoff) -> None:
+        from hodr.replicate.apply.postgres import PostgresTarget, prepare_standby
+
+        assert self.queue is not None
+        target = PostgresTarget(self.cfg.target.dsn)
+        try:
+            target.setup()
+            if self.cfg.target.read_only:
+                prepare_standby(self.cfg.target.dsn)
+            self._applied = target.applied_position()
+            self._ready.set()
+            self._problem = ""
+            backoff.reset()
+            self._finals.clear()
+            loop = ApplyLoop(target, self.cfg.target.batch_txns, self.cfg.target.batch_changes)
+            loop.apply_stream(self._parts(self.queue.applied_seq + 1), self._on_applied)
+        finally:
+            target.close()
+
+    def _parts(self, from_seq: int) -> Iterator[Transaction | None]:
+        """Queue records as parts for the apply loop; ``None`` whenever nothing is ready, so the
+        loop commits what it has instead of waiting for a full batch."""
+        assert self.queue is not None
+        queue = self.queue
+        with contextlib.closing(queue.reader(from_seq)) as reader:
+            rows = 0
+            while not self._stop.is_set():
+                if self._paused.is_set():
+                    yield None
+                    self._stop.wait(0.1)
+                    continue
+                recs = reader.read()
+                if not recs:
+                    yield None
+                    queue.wait(reader.next_seq - 1, 0.2)
+                    continue
+                for seq, txn in recs:
+                    rows += _count_rows(txn)
+                    if txn.final:
+                        self._finals.append((txn.commit, seq, rows, txn.commit_time))
+                        rows = 0
+                    yield txn
+
+    def _on_applied(self, pos: LogPosition) -> None:
+        """The target committed everything up to ``pos``: trim the queue behind it."""
+        assert self.queue is not None
+        last_seq = 0
+        while self._finals and self._finals[0][0] <= pos:
+            commit, seq, rows, ctime = self._finals.popleft()
+            last_seq = seq
+            self._txns += 1
+            self._rows += rows
+            self._applied_time = ctime
+        self._applied = max(self._applied, pos)
+        if last_seq:
+            self.queue.trim(last_seq)
+
+
+def _count_rows(txn: Transaction) -> int:
+    n = 0
+    for c in txn.changes:
+        if isinstance(c, RowChange):
+            n += 1
+        elif isinstance(c, LoadRows):
+            n += len(c.rows)
+    return n
+
+
+__all__ = [
+    "build",
+    "initial_load",
+    "PrimaryPipeline",
+    "StandbyPipeline",
+    "Changed",
+    "HodrError",
+    "Callable",
+    "Path",
+]
