@@ -22,7 +22,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
@@ -480,8 +480,8 @@ class VirtualIP:
                 "removing %s/%d from %s before re-adding it", stray.address, stray.prefixlen, self.nic
             )
             self._delete(stray)
-        if dup_check and self.ip.version == 4:
-            self._refuse_duplicate(link, until)
+        if dup_check and isinstance(self.ip, IPv4Address):
+            self._refuse_duplicate(link, self.ip, until)
         self._add(link)
         try:
             self._wait_listed(until)
@@ -508,16 +508,18 @@ class VirtualIP:
         by_index = {link.index: link.name for link in get_links()}
         return ", ".join(sorted({by_index.get(e.index, f"index {e.index}") for e in entries}))
 
-    def _refuse_duplicate(self, link: Link, until: float) -> None:
+    def _refuse_duplicate(self, link: Link, ip: IPv4Address, until: float) -> None:
+        """RFC 5227 probe; a down link (check_link_status=false) skips it, EPERM is reported."""
         from hodr.takeover.garp import arp_conflict
 
         try:
-            owner = arp_conflict(self.nic, link.mac, self.ip, until=until)  # type: ignore[arg-type]
+            owner = arp_conflict(self.nic, link.mac, ip, until=until)
         except OSError as exc:
             if exc.errno == errno.ENETDOWN:
                 self.log.warning("duplicate check skipped: %s is down", self.nic)
                 return
-            raise
+            code = exc.errno or errno.EIO
+            raise KernelRefused(code, f"ARP probe on {self.nic}: {os.strerror(code)}") from exc
         if owner is not None:
             mac = ":".join(f"{b:02x}" for b in owner)
             raise DuplicateAddress(
@@ -648,8 +650,3 @@ def _poll(predicate: Callable[[], bool], until: float, interval: float = POLL_IN
         if time.monotonic() >= until:
             return False
         time.sleep(min(interval, max(0.0, until - time.monotonic())))
-
-
-def iter_entries(ip: IPAddress) -> Iterator[AddrEntry]:
-    """Every copy of *ip* on this host (diagnostics and tests)."""
-    yield from (a for a in get_addresses(family_of(ip)) if a.address == ip)
