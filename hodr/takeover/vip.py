@@ -106,6 +106,10 @@ class AddressTimeout(VipError):
     """The kernel did not reach the wanted state before the deadline (add, remove, DAD)."""
 
 
+class MissingSoftware(VipError):
+    """pyroute2 is not importable by the interpreter running the agent (only writes need it)."""
+
+
 class KernelRefused(VipError):
     """rtnetlink rejected a change; ``errno`` says why (EPERM: not root)."""
 
@@ -630,8 +634,13 @@ class VirtualIP:
 
 def _pyroute2_call(command: str, spec: dict[str, object]) -> None:
     """One ``IPRoute.addr`` call; pyroute2 is imported here, not at module load (cold start)."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    import sys
+
+    try:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+    except ImportError as exc:
+        raise MissingSoftware(f"pyroute2 is not installed for {sys.executable}: {exc}") from exc
 
     try:
         with IPRoute() as ipr:

@@ -249,6 +249,8 @@ class VipAgent:
         except vip.KernelRefused as exc:
             rc = OCF.ERR_PERM if exc.errno == 1 else OCF.ERR_GENERIC
             raise AgentError(rc, f"could not remove {address.ip} from {address.nic}: {exc}") from None
+        except vip.MissingSoftware as exc:  # only when there is something to remove
+            raise AgentError(OCF.ERR_INSTALLED, f"cannot remove {address.ip}: {exc}") from None
         except vip.VipError as exc:
             raise AgentError(OCF.ERR_GENERIC, str(exc)) from None
         ocf.log().info(
@@ -281,7 +283,7 @@ def _start_error(exc: vip.VipError) -> AgentError:
     reason = str(exc)
     if isinstance(exc, vip.NicMissing | vip.NicUnsupported):
         return InvalidSetup(OCF.ERR_ARGS, reason)
-    if isinstance(exc, vip.LinkDown):
+    if isinstance(exc, vip.LinkDown | vip.MissingSoftware):
         return AgentError(OCF.ERR_INSTALLED, reason)
     if isinstance(exc, vip.KernelRefused) and exc.errno == 1:
         return AgentError(OCF.ERR_PERM, f"{reason} (hodr-vip must run as root)")

@@ -7,11 +7,14 @@ with Pacemaker's clean environment; each test gets its own LAN and removes it, a
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from tests.netns_fixtures import AGENT, VIP4, VIP6, Host, Lan, cleanup_stale, destroy_lan, make_lan
+
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 pytestmark = pytest.mark.netns
 
@@ -142,6 +145,34 @@ def test_monitor_does_not_import_pyroute2(host: Host, params: dict[str, str]) ->
     )
     assert proc.returncode == 0, proc.stderr
     assert "pyroute2" not in proc.stderr and "asyncio" not in proc.stderr
+
+
+def _lacks_pyroute2(python: str) -> bool:
+    if not shutil.which(python):
+        return False
+    return subprocess.run([python, "-c", "import pyroute2"], capture_output=True).returncode != 0
+
+
+@pytest.mark.skipif(not _lacks_pyroute2(SYSTEM_PYTHON), reason=f"needs a {SYSTEM_PYTHON} without pyroute2")
+def test_interpreter_without_pyroute2(host: Host, params: dict[str, str]) -> None:
+    """Pacemaker's PATH may find a python3 without pyroute2: reads still work, writes say so (5)."""
+
+    def run(action: str) -> subprocess.CompletedProcess[str]:
+        env = [f"OCF_RESKEY_{k}={v}" for k, v in params.items()] + ["OCF_RESKEY_CRM_meta_interval=0"]
+        return host.exec(
+            "env", "-i", "PATH=/usr/bin:/bin", *env, SYSTEM_PYTHON, str(AGENT), action, check=False
+        )
+
+    assert run("validate-all").returncode == 0
+    assert run("monitor").returncode == 7
+    assert run("stop").returncode == 0  # nothing to remove: no pyroute2 needed
+    start = run("start")
+    assert start.returncode == 5 and "ocf-exit-reason:pyroute2 is not installed" in start.stderr
+    assert host.agent("start", params).rc == 0
+    assert run("monitor").returncode == 0
+    stop = run("stop")
+    assert stop.returncode == 5 and "cannot remove" in stop.stderr
+    assert host.agent("stop", params).rc == 0
 
 
 @pytest.mark.skipif(shutil.which("ocf-tester") is None, reason="ocf-tester not installed")

@@ -111,6 +111,7 @@ def test_point_to_point_prefixes_have_no_broadcast_check() -> None:
         (vip.NicMissing("gone"), OCF.ERR_ARGS, True),
         (vip.NicUnsupported("lo"), OCF.ERR_ARGS, True),
         (vip.LinkDown("down"), OCF.ERR_INSTALLED, False),
+        (vip.MissingSoftware("no pyroute2"), OCF.ERR_INSTALLED, False),
         (vip.DuplicateAddress("dup"), OCF.ERR_GENERIC, False),
         (vip.AddressConflict("eth1"), OCF.ERR_GENERIC, False),
         (vip.AddressTimeout("slow"), OCF.ERR_GENERIC, False),
