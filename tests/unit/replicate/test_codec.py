@@ -223,7 +223,7 @@ def test_truncated_frame() -> None:
     with pytest.raises(TruncatedFrame):
         decode_frame(wire[:-1])
     dec = FrameDecoder("primary:5440")
-    dec.feed(wire + wire[:FRAME_HEADER_SIZE + 2])
+    dec.feed(wire + wire[: FRAME_HEADER_SIZE + 2])
     assert dec.next_frame() is not None and dec.next_frame() is None
     with pytest.raises(TruncatedFrame, match=f"primary:5440 at stream offset {len(wire)}"):
         dec.check_eof()

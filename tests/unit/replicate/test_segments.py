@@ -13,7 +13,6 @@ from hodr.errors import CorruptData, HodrFatal
 from hodr.replicate import fsutil, segments
 from hodr.replicate.fsutil import StorageError, atomic_write
 from hodr.replicate.segments import HEADER_SIZE, SegmentStore
-from tests.conftest import wait_for
 
 
 def payload(seq: int, size: int = 40) -> bytes:
@@ -292,7 +291,9 @@ def test_listeners_and_waiters_are_told_about_new_records(tmp_path: Path) -> Non
         assert store.wait_published(0, timeout=0)
 
 
-def test_disk_full_stops_the_store_with_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_full_stops_the_store_with_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = SegmentStore(tmp_path)
     fill(store, 1, 5)
 
