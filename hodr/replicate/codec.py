@@ -309,7 +309,8 @@ class ZstdCompression:
         self._d = zstandard.ZstdDecompressor()
 
     def compress(self, data: bytes) -> bytes:
-        return self._c.compress(data)
+        out: bytes = self._c.compress(data)
+        return out
 
     def decompress(self, data: bytes, raw_length: int) -> bytes:
         # The content size in a zstd frame header is trusted by decompress(), whatever
@@ -318,7 +319,8 @@ class ZstdCompression:
         size = self._zstd.get_frame_parameters(data).content_size
         if size not in (raw_length, self._zstd.CONTENTSIZE_UNKNOWN):
             raise ValueError(f"zstd content size {size} differs from the frame's {raw_length}")
-        return self._d.decompress(data, max_output_size=raw_length)
+        out: bytes = self._d.decompress(data, max_output_size=raw_length)
+        return out
 
 
 def compression_for(level: int) -> Compression | None:
