@@ -47,6 +47,7 @@ from hodr.replicate.codec import encode_transaction, peek_transaction
 from hodr.replicate.fsutil import atomic_write, make_dirs, read_small
 from hodr.replicate.segments import (
     DEFAULT_SEGMENT_BYTES,
+    HEADER_SIZE,
     SegmentReader,
     SegmentStore,
     SeqUnavailable,
@@ -134,6 +135,8 @@ class Outbox:
         self._fin_e = array("Q")
         self._fin_l = array("Q")
         self._fin_t = array("Q")
+        self._fin_off = array("Q")  # byte offset after each final part (for lag in bytes)
+        self._end_off = 0
         self._open_xid: int | None = None
         self._open_part = 0
         self._open_commit: LogPosition | None = None
@@ -201,12 +204,20 @@ class Outbox:
         # Index the last segment (acks near the end then resolve from memory); start at the last
         # final part when the last segment holds none (it may be empty after a crash).
         start = min(firsts[-1], store.last_boundary_seq)
+        found: list[tuple[int, LogPosition, int]] = []
+        total = 0
         with store.reader(start) as reader:
             while batch := reader.read():
                 for rec in batch:
+                    total += HEADER_SIZE + len(rec.payload)
                     if rec.boundary:
                         commit = peek_transaction(rec.payload, self._where(rec.seq)).commit
-                        self._index_add(rec.seq, commit)
+                        found.append((rec.seq, commit, total))
+        # Offsets count from the start of the first segment retained at open.
+        self._end_off = store.size_bytes
+        base = self._end_off - total
+        for seq, commit, end in found:
+            self._index_add(seq, commit, base + end)
         if self._fin_seq:
             self._last_commit = self._index_commit(len(self._fin_seq) - 1)
 
@@ -214,15 +225,16 @@ class Outbox:
         return f"{self._store.directory} seq {seq}"
 
     # -- index --------------------------------------------------------------------------------
-    def _index_add(self, seq: int, commit: LogPosition) -> None:
+    def _index_add(self, seq: int, commit: LogPosition, end_off: int) -> None:
         if len(self._fin_seq) >= 2 * self._index_limit:
             # Bounded memory (I10): forget the older half; lookups there fall back to a scan.
-            for arr in (self._fin_seq, self._fin_e, self._fin_l, self._fin_t):
+            for arr in (self._fin_seq, self._fin_e, self._fin_l, self._fin_t, self._fin_off):
                 del arr[: self._index_limit]
         self._fin_seq.append(seq)
         self._fin_e.append(commit.epoch)
         self._fin_l.append(commit.lsn)
         self._fin_t.append(commit.seq)
+        self._fin_off.append(end_off)
 
     def _index_commit(self, i: int) -> LogPosition:
         return LogPosition(self._fin_e[i], self._fin_l[i], self._fin_t[i])
@@ -288,11 +300,12 @@ class Outbox:
         payload = encode_transaction(txn)
         seq = self._store.last_seq + 1
         self._store.append(seq, payload, boundary=txn.final)
+        self._end_off += HEADER_SIZE + len(payload)
         if txn.final:
             self._open_xid = self._open_commit = None
             self._last_commit = txn.commit
             with self._lock:
-                self._index_add(seq, txn.commit)
+                self._index_add(seq, txn.commit, self._end_off)
             if sync:
                 self.sync()
         else:
@@ -437,6 +450,20 @@ class Outbox:
     def cursor(self, name: str) -> Cursor:
         with self._lock:
             return self._standbys[name]
+
+    def lag_bytes(self, name: str) -> int:
+        """Bytes of shippable records ``name`` has not acked (status; exact while the acked
+        position is in the in-memory index, else an upper bound: every retained byte)."""
+        with self._lock:
+            acked = self._standbys[name].seq
+            end = self.end_seq
+            if acked >= end:
+                return 0
+            j = bisect.bisect_right(self._fin_seq, end) - 1
+            i = bisect.bisect_right(self._fin_seq, acked) - 1
+            if i < 0 or j < 0:
+                return self._store.size_bytes
+            return self._fin_off[j] - self._fin_off[i]
 
     def min_acked(self, required: Iterable[str]) -> int:
         """Lowest ack over ``required`` standbys (every registered one if empty)."""

@@ -55,7 +55,12 @@ class QueueStats:
     durable_seq: int
     applied_seq: int
     durable_commit: LogPosition | None
-    bytes: int
+    bytes: int  # segment bytes on disk (applied records stay until their segment is trimmed)
+
+    @property
+    def pending_records(self) -> int:
+        """Durable records the applier has not reported applied."""
+        return max(0, self.durable_seq - self.applied_seq)
 
 
 def _pos_json(p: LogPosition | None) -> list[int] | None:

@@ -267,3 +267,22 @@ def test_resume_point_for_another_history(tmp_path: Path) -> None:
 def test_standby_names_must_be_file_safe(tmp_path: Path) -> None:
     with Outbox(tmp_path) as ob, pytest.raises(ValueError, match="standby name"):
         ob.register("../etc")
+
+
+def test_lag_in_bytes_for_status(tmp_path: Path) -> None:
+    from hodr.replicate.segments import HEADER_SIZE
+
+    with Outbox(tmp_path, standbys=["a"]) as ob:
+        for i in range(1, 11):
+            ob.append(txn(i, size=3))
+        size = {seq: HEADER_SIZE + len(p) for seq, p in ob.read_from(1)}
+        assert ob.lag_bytes("a") == ob.stats().bytes == sum(size.values())
+        ob.ack("a", 4)
+        assert ob.lag_bytes("a") == sum(size[s] for s in range(5, 11))
+        ob.append(txn(11, part=0, final=False))  # unpublished parts are not lag yet
+        assert ob.lag_bytes("a") == sum(size[s] for s in range(5, 11))
+        ob.ack("a", 10)
+        assert ob.lag_bytes("a") == 0
+    with Outbox(tmp_path, standbys=["a"]) as ob:  # offsets rebuilt on open
+        seq = ob.append(txn(11, size=3))
+        assert ob.lag_bytes("a") == HEADER_SIZE + len(dict(ob.read_from(seq))[seq])

@@ -167,4 +167,4 @@ def test_stats(tmp_path: Path) -> None:
         q.trim(2)
         st = q.stats()
         assert (st.lineage, st.durable_seq, st.received_seq, st.applied_seq) == ("L1", 5, 5, 2)
-        assert st.durable_commit == commit_of(5) and st.bytes > 0
+        assert st.durable_commit == commit_of(5) and st.bytes > 0 and st.pending_records == 3
