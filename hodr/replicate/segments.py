@@ -757,6 +757,8 @@ class SegmentReader:
         while len(out) < max_records and nbytes < max_bytes:
             seg = self._seg
             assert seg is not None and self._chunks is not None
+            if seg.first_seq > pub_seq:
+                break  # a segment past the published one holds nothing readable yet
             at_pub = seg is pub[0]
             limit = pub[1] if at_pub else seg.size
             if self._pos >= limit:
