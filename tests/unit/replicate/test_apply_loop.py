@@ -130,7 +130,7 @@ def test_crash_mid_batch_records_nothing_and_the_retry_applies_once() -> None:
     target = FakeTarget()
     loop = ApplyLoop(target)
     batch = [txn(1), txn(2), *parts(3, 2), txn(4)]
-    target.fail_on_call = 4  # second part of xid 3
+    target.fail_on_call = 3  # calls: xids 1+2 (buffered), part 0 of xid 3, part 1 of xid 3
     with pytest.raises(Boom):
         loop.apply(batch)
     assert target.position == ZERO
@@ -188,9 +188,13 @@ def test_stream_applies_a_big_transaction_part_by_part_in_one_target_transaction
     # transaction end; xid 3 starts a new group.
     assert [len(c) for c in target.commits] == [17, 2]
     assert target.position == pos(3)
-    # Streaming, not buffering: each part is applied before the next one is pulled.
-    big_events = [e for e in target.events if e[0] in ("pulled", "apply")][2:12]
-    assert big_events == [e for p in range(5) for e in (("pulled", (2, p)), ("apply", 3))]
+    # Small transactions are buffered (xid 1 goes to the target with the first big part), the
+    # big one is streamed: each part is applied before the next one is pulled.
+    events = [e for e in target.events if e[0] in ("pulled", "apply")]
+    assert events[:3] == [("pulled", (1, 0)), ("pulled", (2, 0)), ("apply", 2)]
+    assert events[3:12] == [("apply", 3)] + [
+        e for p in range(1, 5) for e in (("pulled", (2, p)), ("apply", 3))
+    ]
 
 
 def test_idle_hint_commits_the_open_group_at_once() -> None:
@@ -232,7 +236,7 @@ def test_stream_replay_skips_applied_and_still_reports_them() -> None:
 def test_stream_crash_keeps_earlier_groups_and_loses_only_the_open_one() -> None:
     target = FakeTarget()
     source = [txn(x) for x in range(1, 7)]
-    target.fail_on_call = 5  # xid 5, in the third group
+    target.fail_on_call = 3  # the third group (xids 5, 6): one buffered apply call per group
     loop = ApplyLoop(target, max_txns=2)
     with pytest.raises(Boom):
         loop.apply_stream(iter(source))
