@@ -270,6 +270,54 @@ def test_key_changing_update_and_delete_by_old_key(env: Env) -> None:
     assert env.standby_rows(table) == [moved]
 
 
+def test_replica_identity_index_finds_rows_by_the_index_columns(env: Env) -> None:
+    env.ddl("CREATE TABLE item (id int, code text NOT NULL, qty int)")
+    env.ddl("CREATE UNIQUE INDEX item_code ON item (code)")
+    env.src.execute("ALTER TABLE item REPLICA IDENTITY USING INDEX item_code")
+    table = env.table("item")
+    assert table.identity == "i" and [c.name for c in table.columns if c.key] == ["code"]
+    loop = ApplyLoop(env.target())
+    loop.apply([env.txn(ins(table, ("1", "a", "5")), ins(table, ("2", "b", "6")))])
+    loop.apply([env.txn(upd(table, ("1", "a", "7")), upd(table, ("2", "c", "6"), before=(None, "b", None)))])
+    loop.apply([env.txn(dele(table, (None, "a", None)))])
+    assert env.standby_rows(table) == [("2", "c", "6")]
+
+
+def test_thousands_of_mixed_statements_in_one_pipeline_are_all_checked(env: Env) -> None:
+    """Alternating tables make every group one statement; results are read while sending."""
+    env.ddl("CREATE TABLE a (id int PRIMARY KEY, n int); CREATE TABLE b (id int PRIMARY KEY, n int)")
+    ta, tb = env.table("a"), env.table("b")
+    loop = ApplyLoop(env.target())
+    loop.apply([env.txn(LoadRows(ta, tuple((str(i), "0") for i in range(3000)))), env.txn(LoadRows(tb, ()))])
+    mixed: list[Change] = []
+    for i in range(3000):
+        mixed += [upd(ta, (str(i), str(i))), ins(tb, (str(i), str(-i)))]
+    loop.apply([env.txn(*mixed)])
+    assert env.std.execute("SELECT sum(n) FROM a").fetchone()[0] == sum(range(3000))
+    assert env.std.execute("SELECT count(*), sum(n) FROM b").fetchone() == (3000, -sum(range(3000)))
+    late = [upd(ta, (str(i), "1")) for i in range(2000)] + [upd(ta, ("5000", "1")), upd(ta, ("1", "2"))]
+    with pytest.raises(
+        HodrFatal, match=r"^standby diverged: UPDATE matched no row: public.a key \(id='5000'\)$"
+    ):
+        loop.apply([env.txn(*late)])
+    assert env.std.execute("SELECT sum(n) FROM a").fetchone()[0] == sum(range(3000))
+
+
+def test_a_bad_change_mid_pipeline_rolls_back_and_the_connection_stays_usable(env: Env) -> None:
+    env.ddl("CREATE TABLE acc (id int PRIMARY KEY, v text)")
+    table = env.table("acc")
+    target = env.target()
+    loop = ApplyLoop(target)
+    good = [ins(table, (str(i), "x")) for i in range(600)]
+    with pytest.raises(HodrFatal, match="INSERT into public.acc carries an unchanged-value marker"):
+        loop.apply([env.txn(*good, ins(table, ("9999", UNCHANGED)))])
+    pid = target.backend_pid
+    assert env.standby_rows(table) == []
+    loop.apply([env.txn(*good)])
+    assert target.backend_pid == pid
+    assert len(env.standby_rows(table)) == 600
+
+
 @pytest.mark.parametrize("rowmap", [False, True], ids=["by-value", "rowmap"])
 def test_keyless_duplicates_change_exactly_one_row(env: Env, rowmap: bool) -> None:
     env.ddl("CREATE TABLE log (who text, what text, n int)")
@@ -423,6 +471,8 @@ def test_constraint_and_data_errors_name_the_table_and_key(env: Env) -> None:
     assert "[23505]" in text and "\n" not in text
     with pytest.raises(HodrFatal, match=r"public.acc key \(id='5'\): invalid input syntax for type numeric"):
         loop.apply([env.txn(ins(table, ("4", "4")), upd(table, ("5", "abc")))])
+    with pytest.raises(HodrFatal, match=r"LOAD on public.acc \(COPY acc, line 2, column n: \"x\"\)"):
+        loop.apply([env.txn(LoadRows(table, (("7", "7"), ("8", "x"))))])
     assert env.standby_rows(table) == []
 
 

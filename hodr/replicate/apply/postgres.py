@@ -34,6 +34,7 @@ read-only for every other new session (I8).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import operator
 import select
 from collections import deque
@@ -142,14 +143,15 @@ def _set_database_read_only(dsn: str, read_only: bool) -> None:
             )
             conn.execute(f"ALTER DATABASE {db} {action}")  # type: ignore[arg-type]
     except psycopg.Error as exc:
-        raise _map_error(exc, None, "prepare standby database") from exc
+        what = "make the standby database read-only" if read_only else "make the database writable"
+        raise _map_error(exc, None, what) from exc
 
 
 # --- statements per table --------------------------------------------------------------------
-Params = Sequence[Any]
+_Params = Sequence[Any]
 _Getter = Callable[[Row], tuple[Value, ...]]
 #: (group shape, sql, params, row whose ctid the statement returns for the row map)
-_Statement = tuple[tuple[Any, ...], str, Params, Row | None]
+_Statement = tuple[tuple[Any, ...], str, _Params, Row | None]
 
 
 def _getter(indexes: Sequence[int]) -> _Getter:
@@ -163,7 +165,7 @@ def _getter(indexes: Sequence[int]) -> _Getter:
 
 
 def _positions(row: Row, marker: object) -> tuple[int, ...]:
-    """Indexes of *row* holding *marker* (None or UNCHANGED); () without a C-speed miss."""
+    """Indexes of *row* holding *marker* (None or UNCHANGED); the common miss costs one ``in``."""
     if marker not in row:
         return ()
     return tuple(i for i, v in enumerate(row) if v is marker)
@@ -339,7 +341,7 @@ class _Group:
 
     verb: str  # for messages: INSERT, UPDATE, DELETE, TRUNCATE, LOAD, MARKER
     sql: str
-    params: list[Params]
+    params: list[_Params]
     changes: list[Change]
     plan: _TablePlan | None = None
     key: tuple[Any, ...] = ()
@@ -463,6 +465,32 @@ class _Prepare:
 _Expected = tuple[_Group, int] | _Prepare | _Sync
 
 
+class _StatementNames:
+    """SQL -> name of the prepared statement on the current connection.
+
+    Names come from a counter that never goes back, so a name forgotten after a failed PREPARE
+    is never reused for other SQL; prepared statements are not transactional, so the names
+    outlive a rollback and are dropped only with the connection.
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[str, bytes] = {}
+        self._counter = itertools.count(1)
+
+    def get(self, sql: str) -> bytes | None:
+        return self._names.get(sql)
+
+    def add(self, sql: str) -> bytes:
+        name = self._names[sql] = f"hodr_{next(self._counter)}".encode()
+        return name
+
+    def forget(self, sql: str) -> None:
+        self._names.pop(sql, None)
+
+    def clear(self) -> None:
+        self._names.clear()
+
+
 class _Pipe:
     """Prepared statements over libpq's pipeline mode, every result checked in order.
 
@@ -478,37 +506,35 @@ class _Pipe:
     #: statements sent between two non-blocking flush-and-read rounds
     BATCH = 256
 
-    def __init__(self, conn: psycopg.Connection[Any], names: dict[str, bytes], rowmap: RowMap | None) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], names: _StatementNames, rowmap: RowMap | None) -> None:
         self.conn = conn
         self.pg = conn.pgconn
         self.names = names
         self.rowmap = rowmap
         self.expected: deque[_Expected] = deque()
         self.head_done = False  # the head's result arrived; the NULL that ends it is next
+        self.unpumped = 0  # statements sent since the last flush-and-read round
         self.error: tuple[str, pq.abc.PGresult] | None = None
         self.diverged: str | None = None
         self.poll = select.poll()
         self.poll.register(self.pg.socket, select.POLLIN)
 
     def run(self, first: _Group, groups: Iterator[_Group]) -> _Group | None:
+        """Send *first* and the groups after it up to a COPY group; raise on any failure."""
         self.pg.enter_pipeline_mode()
         group: _Group | None = first
         try:
-            since = 0
             while group is not None and not group.copy:
-                since += self._send(group)
-                if since >= self.BATCH:
-                    self._pump(block=False)
-                    since = 0
+                self._send(group)
                 group = next(groups, None)
-        finally:
-            # Always end at a sync point, also when building a statement failed half-way, so
-            # the connection leaves pipeline mode in a state the rollback can use.
-            self.pg.pipeline_sync()
-            self.expected.append(_SYNC)
-            while self.expected:
-                self._pump(block=True)
-            self.pg.exit_pipeline_mode()
+        except BaseException:
+            # Building a statement failed half-way (or the connection broke): still end at a
+            # sync point so a live connection leaves pipeline mode and can roll back; the first
+            # error is the one reported.
+            with contextlib.suppress(psycopg.Error):
+                self._finish()
+            raise
+        self._finish()
         if self.error is not None:
             where, result = self.error
             raise _result_error(result, where)
@@ -516,23 +542,34 @@ class _Pipe:
             raise HodrFatal(self.diverged)
         return group
 
-    def _send(self, group: _Group) -> int:
+    def _finish(self) -> None:
+        if self.pg.status != pq.ConnStatus.OK:
+            return  # connection lost: nothing to tidy, the caller drops the connection
+        self.pg.pipeline_sync()
+        self.expected.append(_SYNC)
+        while self.expected:
+            self._pump(block=True)
+        self.pg.exit_pipeline_mode()
+
+    def _send(self, group: _Group) -> None:
         name = self.names.get(group.sql)
         if name is None:
-            name = f"hodr_{len(self.names) + 1}".encode()
+            name = self.names.add(group.sql)
             self.pg.send_prepare(name, group.sql.encode())
             self.expected.append(_Prepare(group.sql, group))
-            self.names[group.sql] = name
         send, expected = self.pg.send_query_prepared, self.expected
         for index, params in enumerate(group.params):
             send(name, [None if v is None else v.encode() for v in params])
             expected.append((group, index))
-        return len(group.params)
+            self.unpumped += 1
+            if self.unpumped >= self.BATCH:
+                self._pump(block=False)
 
     def _pump(self, block: bool) -> None:
         """Flush what is queued and read the results that are there (all of them when
         *block*, until the sync point)."""
         pg = self.pg
+        self.unpumped = 0
         while True:
             unsent = pg.flush() == 1
             if unsent or block:
@@ -548,9 +585,10 @@ class _Pipe:
         while expected and not pg.is_busy():
             result = pg.get_result()
             if result is None:  # the end of the head's results
-                if self.head_done:
-                    expected.popleft()
-                    self.head_done = False
+                if not self.head_done:
+                    return  # nothing there yet (defensive: libpq reports busy in that case)
+                expected.popleft()
+                self.head_done = False
                 continue
             head = expected[0]
             if result.status == pq.ExecStatus.PIPELINE_SYNC:
@@ -563,7 +601,7 @@ class _Pipe:
         status = result.status
         if isinstance(head, _Prepare):
             if status != pq.ExecStatus.COMMAND_OK:
-                self.names.pop(head.sql, None)  # never prepared: prepare again next time
+                self.names.forget(head.sql)  # never prepared: prepare again next time
                 self._failed(f"apply failed preparing {head.group.what}", result)
             return
         assert isinstance(head, tuple)
@@ -613,7 +651,7 @@ class PostgresTarget:
         self.rowmap: RowMap | None = RowMap(rowmap_max_rows) if rowmap else None
         self._conn: psycopg.Connection[Any] | None = None
         self._plans = _Plans()
-        self._prepared: dict[str, bytes] = {}  # SQL -> prepared statement name, per connection
+        self._prepared = _StatementNames()
         self._set_up = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -855,7 +893,10 @@ class PostgresTxn:
         every statement's result is checked; return the COPY group, if any."""
         target = self.target
         pipe = _Pipe(self.conn, target._prepared, target.rowmap)
-        return pipe.run(first, groups)
+        try:
+            return pipe.run(first, groups)
+        except psycopg.Error as exc:  # the connection, not a statement (those come as results)
+            raise _map_error(exc, self.conn, "apply interrupted") from exc
 
     def _copy(self, group: _Group) -> None:
         """COPY FROM STDIN in text format; psycopg escapes tabs, newlines and backslashes."""
