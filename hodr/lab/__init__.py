@@ -6,8 +6,9 @@ by name. ``node_init`` and ``fence_lab`` are standalone scripts copied into the 
 """
 
 from hodr.lab.cluster import ClusterView, NodeState, Placement
-from hodr.lab.lab import Lab, TeardownReport, teardown
+from hodr.lab.lab import Lab
 from hodr.lab.proc import CommandError
+from hodr.lab.teardown import TeardownReport, teardown
 from hodr.lab.topology import LabConfig, LabError, Topology
 
 __all__ = [

@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from hodr.lab.lab import Lab, check_host, teardown
+from hodr.lab.lab import Lab, check_host
+from hodr.lab.teardown import teardown
 from hodr.lab.topology import MAX_NODES, LabError, lab_name, state_dir_for
 
 

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from hodr.lab import cluster, netns, power, proc
 from hodr.lab import node as nodes
+from hodr.lab.teardown import NETNS_MARK, TeardownReport, teardown
 from hodr.lab.topology import (
-    DEFAULT_STATE_ROOT,
     FAST_DC_DEADTIME,
     FAST_TOKEN_MS,
     NODE_HOME,
@@ -50,7 +48,6 @@ REQUIRED = {
     "mount": "mount", "ip": "iproute2",
 }  # fmt: skip
 FENCE_DEVICE = "fence-lab"
-_NETNS_MARK = "netns-dir-created"
 
 
 def check_host() -> None:
@@ -62,21 +59,13 @@ def check_host() -> None:
             raise LabError(f"{binary} not found in {NODE_PATH}: install the {package} package")
 
 
-@dataclass
-class TeardownReport:
-    seconds: float = 0.0
-    killed: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    logs: Path | None = None
-
-
 class Lab:
     """One lab; all state lives in ``cfg.state`` so another process can inspect or tear it down."""
 
     def __init__(self, cfg: LabConfig) -> None:
         self.cfg = cfg
+        #: children of this process (node launchers, the controller), reaped so none stays a zombie
         self._launchers: list[subprocess.Popen[bytes]] = []
-        self._controller: subprocess.Popen[bytes] | None = None
 
     # -- construction -------------------------------------------------------------------------
 
@@ -179,15 +168,17 @@ class Lab:
             if self.cfg.fencing:
                 self.configure_fencing(timeout=max(10.0, timeout - formed))
             return formed
-        except BaseException:
+        except BaseException as exc:
             logs = self.cfg.state.parent / f"{self.name}-failed-logs"
             shutil.rmtree(logs, ignore_errors=True)
             self.down(logs_to=logs)
+            if isinstance(exc, LabError):
+                raise LabError(f"{exc} (lab torn down; logs in {logs})") from exc
             raise
 
     def _refuse_existing(self) -> None:
         left = netns.existing(self.name)
-        if left or (self.cfg.state / "lab.json").exists():
+        if left or self.cfg.state.exists():
             raise LabError(f"lab {self.name!r} already exists ({', '.join(left) or self.cfg.state}): "
                            "run 'hodr lab down' first")  # fmt: skip
 
@@ -206,12 +197,11 @@ class Lab:
         (st / "ocf" / "hodr").symlink_to(ocf)
         self._write_wrappers(st / "localbin")
         if not netns.NETNS_DIR.exists():
-            (st / _NETNS_MARK).touch()
+            (st / NETNS_MARK).touch()
         netns.create(self.topology)
         for n in self.nodes:
             nodes.prepare(self.cfg, n)
-        power.start(self.cfg)
-        self._controller = None
+        self._launchers.append(power.start(self.cfg))
 
     def _write_wrappers(self, d: Path) -> None:
         """``python3`` and ``hodr`` inside nodes: the interpreter running the lab, hodr importable.
@@ -499,87 +489,3 @@ class Lab:
             "dc_deadtime": self.cfg.dc_deadtime,
             "crm_mon": summary,
         }
-
-
-def teardown(
-    name: str,
-    state_dir: Path,
-    logs_to: Path | None = None,
-    timeout: float | None = None,
-    reap: Sequence[subprocess.Popen[bytes]] = (),
-) -> TeardownReport:
-    """Remove every trace of lab ``name`` in the order of lab.md §10; safe to run repeatedly.
-
-    Works from ``lab.json`` if present, else assumes the largest lab, so a lab whose start crashed
-    half-way is found too: processes by exact command line, namespaces by name pattern.
-    """
-    t0 = time.monotonic()
-    rep = TeardownReport()
-    try:
-        cfg = LabConfig.from_json((state_dir / "lab.json").read_text())
-    except (OSError, ValueError):
-        cfg = LabConfig(topology=Topology(name=name, size=9), state_dir=str(state_dir))
-    stop_timeout = cfg.stop_timeout if timeout is None else timeout
-
-    # (1) the power controller's process group first: no pending fence-reboot may boot a node now
-    if (cfg.state / "power").is_dir():
-        (cfg.state / "power" / "closed").touch()
-    ctl = set(proc.pids_with_cmdline(power.argv(cfg)))
-    pid = proc.read_pid(cfg.state / "power.pid", power.argv(cfg))
-    if pid:
-        ctl.add(pid)
-    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
-        for p in ctl:
-            proc.kill_group(p, sig)
-        ctl = set(proc.wait_gone(ctl, wait, reap))
-    # (2) every node's PID 1: SIGTERM all at once, SIGKILL at the deadline
-    inits = {n: nodes.init_pids(cfg, n) for n in cfg.topology.nodes}
-    all_inits = [p for ps in inits.values() for p in ps]
-    proc.signal_pids(all_inits, signal.SIGTERM)
-    left = proc.wait_gone(all_inits, stop_timeout, reap)
-    if left:
-        rep.killed += [f"node init pid {p} (did not stop in {stop_timeout:.0f}s)" for p in left]
-        proc.signal_pids(left, signal.SIGKILL)
-        rep.problems += [f"pid {p} survived SIGKILL" for p in proc.wait_gone(left, 10.0, reap)]
-    launchers = [
-        p for n in cfg.topology.nodes for p in proc.pids_with_cmdline(nodes.launcher_argv(cfg, n)[3:])
-    ]
-    proc.wait_gone(launchers, 5.0, reap)
-    # anything still running in the lab's network namespaces (clients, leftovers of a test)
-    names = netns.existing(name)
-    stray = proc.pids_in_netns(netns.inodes(names).values())
-    if stray:
-        rep.killed += [f"pid {p} {' '.join(proc.cmdline(p) or [])[:80]}" for p in stray]
-        proc.signal_pids(stray, signal.SIGKILL)
-        rep.problems += [f"pid {p} survived SIGKILL" for p in proc.wait_gone(stray, 5.0, reap)]
-    # (3) namespaces: veths and the bridge go with them
-    rep.problems += netns.delete(names)
-    # (4) logs, then the state dir
-    if logs_to is not None and cfg.state.exists():
-        rep.logs = collect_logs(cfg, logs_to)
-    created_netns_dir = (cfg.state / _NETNS_MARK).exists()
-    nodes.remove_tree(cfg.state)
-    if cfg.state.parent == DEFAULT_STATE_ROOT:
-        try:
-            DEFAULT_STATE_ROOT.rmdir()
-        except OSError:
-            pass
-    if created_netns_dir and netns.netns_dir_is_idle():
-        netns.remove_netns_dir()
-    rep.seconds = time.monotonic() - t0
-    return rep
-
-
-def collect_logs(cfg: LabConfig, dest: Path) -> Path:
-    """Copy pacemaker/corosync/init logs per node and the controller log to ``dest``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in ("power.log", "lab.json"):
-        if (cfg.state / f).exists():
-            shutil.copy2(cfg.state / f, dest / f)
-    for nd in sorted((cfg.state / "nodes").glob("node*")):
-        out = dest / nd.name
-        out.mkdir(exist_ok=True)
-        for src in [nd / "init.log", *sorted((nd / "fs" / "var-log-pacemaker").glob("*.log"))]:
-            if src.is_file():
-                shutil.copy2(src, out / src.name)
-    return dest

@@ -126,8 +126,8 @@ class Controller:
         self.pending_on.clear()
 
 
-def start(cfg: LabConfig) -> int:
-    """Start the controller detached (own session); returns its pid (= process group)."""
+def start(cfg: LabConfig) -> subprocess.Popen[bytes]:
+    """Start the controller in its own session (pid = process group); the caller reaps it."""
     d = power_dir(cfg)
     d.mkdir(parents=True, exist_ok=True)
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C.UTF-8",
@@ -138,7 +138,7 @@ def start(cfg: LabConfig) -> int:
             env=env, cwd="/", start_new_session=True, close_fds=True,
         )  # fmt: skip
     (cfg.state / "power.pid").write_text(f"{p.pid}\n")
-    return p.pid
+    return p
 
 
 def main(args: list[str]) -> int:
