@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from hodr.lab import Lab, LabError
+from hodr.lab import Lab, LabError, teardown
 from hodr.lab.cli import main as lab_main
 from tests.cluster.conftest import (
     TEST_REBOOT_DELAY,
@@ -49,6 +49,36 @@ def test_two_nodes_form_fast_and_down_leaves_nothing(lab_factory: LabFactory) ->
 
 
 @cluster
+def test_down_cleans_a_lab_whose_runner_died(lab_factory: LabFactory) -> None:
+    """A killed test run leaves no pid files or lab.json to go by: teardown by name still works."""
+    before = HostSnapshot.take()
+    lab = lab_factory(1, name="hodrt1")
+    lab.up(timeout=FORM_DEADLINE)
+    inodes = lab_netns_inodes(lab)
+    for f in [
+        lab.cfg.state / "lab.json",
+        lab.cfg.state / "power.pid",
+        *lab.cfg.state.glob("nodes/*/init.pid"),
+    ]:
+        f.unlink()
+    report = teardown(lab.name, lab.cfg.state)
+    assert not report.problems
+    assert_left_nothing(lab, before, inodes)
+
+
+@cluster
+@pytest.mark.slow
+def test_default_timings_form(lab_factory: LabFactory) -> None:
+    """The realistic scenario: pacemaker's 20 s dc-deadtime and corosync's 3000 ms token."""
+    lab = lab_factory(2, name="hodrt2d", fast=False)
+    formed = lab.up(timeout=90)
+    print(f"\nTIMING formation 2 nodes (defaults): {formed:.1f}s")
+    token = lab.run("node1", "corosync-cmapctl", "-g", "runtime.config.totem.token").stdout
+    assert token.strip().endswith("= 3000"), token
+    assert formed > 15  # the election really waited for the default dc-deadtime
+
+
+@cluster
 def test_three_nodes_form_fast(lab3_running: RunningLab) -> None:
     print(f"\nTIMING formation 3 nodes (fast): {lab3_running.formed_s:.1f}s")
     assert lab3_running.formed_s < FORM_DEADLINE
@@ -57,6 +87,12 @@ def test_three_nodes_form_fast(lab3_running: RunningLab) -> None:
         view = lab.view(n)
         assert view.formed and view.online == set(lab.nodes), (n, view)
     assert lab.fence_history() == []
+    # fast settings reached corosync: token 1000 ms + 650 ms coefficient for the third node
+    token = lab.run("node1", "corosync-cmapctl", "-g", "runtime.config.totem.token").stdout
+    assert token.strip().endswith("= 1650"), token
+    with pytest.raises(LabError, match="already exists"):
+        Lab.create(3, name=lab.name).up()
+    assert lab.view("node2").formed  # the refused second `up` did not touch the running lab
 
 
 @cluster
@@ -137,6 +173,20 @@ def test_isolate_and_heal(lab3: Lab) -> None:
     lab3.wait_online([victim], timeout=30, via="node1")
     wait_for(lambda: lab3.view(victim).formed, 30, f"{victim} sees the whole cluster again")
     print(f"\nTIMING heal->rejoined {time.monotonic() - t0:.1f}s")
+
+
+@cluster
+def test_graceful_stop_is_not_fenced(lab3: Lab) -> None:
+    fenced_before = lab3.fence_count("node1", via="node2")
+    t0 = time.monotonic()
+    assert lab3.stop("node1", timeout=60)
+    lab3.wait_offline("node1", timeout=10, via="node2")
+    t_stop = time.monotonic() - t0
+    assert lab3.fence_count("node1", via="node2") == fenced_before
+    assert not lab3.is_running("node1")
+    lab3.boot("node1")
+    lab3.wait_online(["node1"], timeout=30, via="node2")
+    print(f"\nTIMING graceful stop {t_stop:.1f}s, boot->rejoined {time.monotonic() - t0 - t_stop:.1f}s")
 
 
 def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
