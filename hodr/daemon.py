@@ -108,7 +108,10 @@ class Daemon:
     def cycle(self) -> str:
         """One supervisor cycle: snapshot → status file → STATUS= → watchdog; returns the sentence."""
         sentence = self.pipeline.sentence()
-        status = self._make_status(self.cfg.role, sentence, **self.pipeline.snapshot())
+        # Until the pipeline is up the role is "starting": nobody (the agent, a test) may take
+        # a half-built primary for one.
+        role = self.cfg.role if self.pipeline.ready() else "starting"
+        status = self._make_status(role, sentence, **self.pipeline.snapshot())
         self._publish(status)
         if not self._ready_sent and self.pipeline.ready():
             self._ready_sent = True

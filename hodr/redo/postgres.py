@@ -69,6 +69,10 @@ SESSION_SETTINGS: dict[str, str] = {
     "bytea_output": "hex",
     "client_encoding": "UTF8",
     "search_path": "pg_catalog",
+    # hodr's own setup statements (CREATE PUBLICATION, ALTER TABLE … REPLICA IDENTITY) must not
+    # wait for a synchronous standby: in sync mode that standby is hodr's own walsender, which
+    # is not streaming yet, so they would wait forever.
+    "synchronous_commit": "local",
 }
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

@@ -40,6 +40,8 @@ from hodr.status import PeerStatus
 log = logging.getLogger("hodr.pipeline")
 
 LOAD_PART_ROWS = 20_000
+#: Longest time the applier keeps a group of source transactions open under a steady stream.
+GROUP_S = 0.025
 
 
 def build(cfg: Config) -> PrimaryPipeline | StandbyPipeline:
@@ -78,7 +80,9 @@ class PrimaryPipeline:
         self._capture_pos = ZERO
         self._txns = 0
         self._idle: tuple[LogPosition, int] | None = None  # (idle position, outbox end when seen)
-        self._release_lock = threading.Lock()
+        self._dirty = threading.Event()  # the capture appended something not yet fsynced
+        self._syncer: threading.Thread | None = None
+        self._last_trim = 0.0
 
     # -- RolePipeline ------------------------------------------------------------------------
     def start(self) -> None:
@@ -102,14 +106,19 @@ class PrimaryPipeline:
             ) from exc
         self._thread = threading.Thread(target=self._capture_main, name="capture", daemon=True)
         self._thread.start()
+        self._syncer = threading.Thread(target=self._sync_main, name="outbox-sync", daemon=True)
+        self._syncer.start()
 
     def stop(self, timeout: float) -> None:
         self._stop.set()
+        self._dirty.set()
         if self.source is not None:
             with contextlib.suppress(Exception):
                 self.source.close()
         if self._thread:
             self._thread.join(timeout)
+        if self._syncer:
+            self._syncer.join(timeout)
         if self.server:
             self.server.close(timeout)
         if self.outbox:
@@ -125,6 +134,7 @@ class PrimaryPipeline:
         return {"result": "refused", "reason": f"unknown request {request.get('request')!r}"}
 
     def snapshot(self) -> dict[str, Any]:
+        self._housekeeping()
         peers: list[PeerStatus] = []
         if self.server and self.outbox:
             stats = self.server.stats()
@@ -168,6 +178,40 @@ class PrimaryPipeline:
         if self._problem:
             parts.append(f"retrying: {self._problem}")
         return "; ".join(parts)
+
+    def _housekeeping(self) -> None:
+        """Once per cycle at most every few seconds: drop outbox segments every standby has."""
+        now = time.monotonic()
+        if self.outbox is not None and now - self._last_trim > 5.0:
+            self._last_trim = now
+            try:
+                self.outbox.trim()
+            except HodrError as exc:
+                log.warning("outbox trim: %s", exc)
+
+    # -- group commit --------------------------------------------------------------------------
+    def _sync_main(self) -> None:
+        """fsync the outbox whenever the capture appended something (group commit).
+
+        Why a thread: the capture appends without fsync and goes on reading; one fsync here
+        covers every transaction appended meanwhile, so the commit rate is not capped at one
+        fsync per transaction.  Nothing is shipped or acked before this fsync (the outbox
+        publishes to senders only in sync()), so durability is unchanged (I5, I6).
+        """
+        assert self.outbox is not None
+        while not self._stop.is_set():
+            self._dirty.wait(0.5)
+            if self._stop.is_set():
+                break
+            self._dirty.clear()
+            try:
+                self.outbox.sync()
+            except BaseException as exc:  # noqa: BLE001 - disk full etc.: fatal, reported by the daemon
+                log.error("outbox sync failed: %s", exc)
+                self._error = exc
+                return
+        with contextlib.suppress(Exception):
+            self.outbox.sync()
 
     # -- capture thread ------------------------------------------------------------------------
     def _capture_main(self) -> None:
@@ -232,10 +276,11 @@ class PrimaryPipeline:
                         self._release_idle()
                     continue
                 for txn in assembler.feed(rec):
-                    outbox.append(txn)
+                    outbox.append(txn, sync=False)
                     if txn.final:
                         self._txns += 1
                         self._capture_pos = txn.commit
+                        self._dirty.set()
                 if self._stop.is_set():
                     break
         finally:
@@ -544,13 +589,20 @@ class StandbyPipeline:
         queue = self.queue
         with contextlib.closing(queue.reader(from_seq)) as reader:
             rows = 0
+            group_start = time.monotonic()
             while not self._stop.is_set():
+                # Bound the lag a busy stream adds: at least every GROUP_S the loop is told
+                # "nothing more for now" and commits its group at the next transaction end.
+                if time.monotonic() - group_start > GROUP_S:
+                    group_start = time.monotonic()
+                    yield None
                 if self._paused.is_set():
                     yield None
                     self._stop.wait(0.1)
                     continue
                 recs = reader.read()
                 if not recs:
+                    group_start = time.monotonic()
                     yield None
                     queue.wait(reader.next_seq - 1, 0.2)
                     continue
