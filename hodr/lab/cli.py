@@ -116,6 +116,8 @@ def _status(args: argparse.Namespace) -> int:
     for n, info in st["nodes"].items():  # type: ignore[union-attr]
         print(f"  {n:6} {info['state']:9} pid {info['pid'] or '-':>7}  {info['address']}")
     print(f"  client {st['client']['address']}; VIP {st['vip']}")  # type: ignore[index]
+    ctl = st["power_controller"]
+    print(f"  power controller (fence_lab): {f'pid {ctl}' if ctl else 'NOT RUNNING: fencing will time out'}")
     print(st["crm_mon"])
     return 0
 

@@ -461,6 +461,10 @@ class Lab:
             time.sleep(0.2)
         raise LabError(f"{node} was not fenced within {timeout:.0f}s")
 
+    def controller_pid(self) -> int | None:
+        """Pid of the power controller serving fence_lab, None if it is not running."""
+        return proc.read_pid(self.cfg.state / "power.pid", power.argv(self.cfg))
+
     def status(self) -> dict[str, object]:
         """Nodes (up/down/isolated), pids, addresses and one live node's ``crm_mon -1``."""
         node_info = {}
@@ -485,6 +489,7 @@ class Lab:
             "client": {"address": self.client_address, "netns": self.topology.client_netns},
             "vip": self.vip,
             "fencing": self.cfg.fencing,
+            "power_controller": self.controller_pid(),
             "token_ms": self.cfg.token_ms,
             "dc_deadtime": self.cfg.dc_deadtime,
             "crm_mon": summary,
