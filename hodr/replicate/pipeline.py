@@ -79,7 +79,7 @@ class PrimaryPipeline:
         self._required = [p.name for p in cfg.transport.standbys if p.required]
         self._capture_pos = ZERO
         self._txns = 0
-        self._idle: tuple[LogPosition, int] | None = None  # (idle position, outbox end when seen)
+        self._idle: tuple[LogPosition, LogPosition] | None = None  # (idle position, last appended commit)
         self._dirty = threading.Event()  # the capture appended something not yet fsynced
         self._syncer: threading.Thread | None = None
         self._last_trim = 0.0
@@ -272,7 +272,9 @@ class PrimaryPipeline:
                 if isinstance(rec, Idle):
                     self._capture_pos = rec.position
                     if assembler.open_transactions() == 0:
-                        self._idle = (rec.position, outbox.end_seq)
+                        # Everything before this position is appended (maybe not yet fsynced):
+                        # it may be released once the standbys acked the last appended commit.
+                        self._idle = (rec.position, outbox.last_commit())
                         self._release_idle()
                     continue
                 for txn in assembler.feed(rec):
@@ -326,8 +328,11 @@ class PrimaryPipeline:
         idle = self._idle
         if idle is None or self.outbox is None or self.source is None:
             return
-        pos, end_seq = idle
-        if self.outbox.min_acked(self._required) >= end_seq:
+        pos, appended = idle
+        # Compare with the last *appended* commit, not the published end: with group commit a
+        # transaction can be appended but not yet fsynced/shipped, and releasing past it would
+        # let a sync-mode commit return before any standby has it (caught by the sync test).
+        if self.outbox.released_position(self._required) >= appended:
             self.source.release(pos)
 
 
