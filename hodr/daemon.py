@@ -78,6 +78,14 @@ class Daemon:
                     break
                 log.debug("%s", sentence)
                 self._stop.wait(self.cfg.status_interval_s)
+        except OSError as exc:
+            # A directory that cannot be created or written (bad path, read-only, disk full):
+            # one line naming the path, never a traceback.
+            where = f": {exc.filename}" if exc.filename else ""
+            text = f"{exc.strerror or exc}{where}"
+            log.error("stopping: %s", text)
+            self._publish(self._make_status("failed", f"failed: {text}", error=text))
+            rc = 1
         except HodrError as exc:
             log.error("stopping: %s", _one_line(exc))
             self._publish(self._make_status("failed", f"failed: {_one_line(exc)}", error=str(exc)))
