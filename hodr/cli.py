@@ -111,9 +111,19 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         cfg = load(args.config)
         setup(cfg.log.level, None)
-        from hodr.replicate.pipeline import init_load
+        from hodr.replicate.pipeline import initial_load
 
-        init_load(cfg, progress=sys.stderr.isatty())
+        if cfg.role != "primary":
+            print("hodr: init-load runs on the primary (role: primary in the config)", file=sys.stderr)
+            return 2
+        from hodr.status import read_status
+
+        st = read_status(cfg.run_path)
+        if st is not None and st.role not in ("stopped", "failed") and _pid_alive(st.pid):
+            print(f"hodr: the daemon is running (pid {st.pid}); stop it before init-load", file=sys.stderr)
+            return 1
+        pos = initial_load(cfg, progress=sys.stderr.isatty())
+        print(f"initial load queued at {pos}; the standbys apply it when they connect")
         return 0
     if args.cmd == "demo":
         from hodr.demo import run_demo
@@ -127,6 +137,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             sync=args.sync,
         )
     raise AssertionError(args.cmd)
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _status(args: argparse.Namespace) -> int:

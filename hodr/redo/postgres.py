@@ -530,6 +530,47 @@ class PostgresSource:
         finally:
             conn.close()
 
+    # -- synchronous mode -------------------------------------------------------------------
+    def ensure_synchronous(self) -> bool:
+        """Make the server's commits wait for hodr's flush feedback (RPO 0): put this source's
+        ``application_name`` into ``synchronous_standby_names`` (ALTER SYSTEM + reload) unless it
+        is already named there.  Returns True when the setting was changed.
+
+        Why hodr sets it: ``sync: true`` in hodr's config is the user's whole request; a setting
+        they must also remember on the server is how RPO-0 promises silently fail."""
+        current = self._sql("SELECT current_setting('synchronous_standby_names')")[0][0] or ""
+        names = {n.strip().strip('"').lower() for n in re.split(r"[,()\s]+", current) if n.strip()}
+        if self.application_name.lower() in names or "*" in names:
+            return False
+        if current.strip():
+            raise HodrFatal(
+                f"sync: synchronous_standby_names is {current!r} on the source and does not name "
+                f"hodr's walsender {self.application_name!r}; add it there (or set it to "
+                f"'{self.application_name}') so commits wait for the standbys"
+            )
+        self._sql(
+            sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(
+                sql.Literal(self.application_name)
+            )
+        )
+        self._sql("SELECT pg_reload_conf()")
+        log.warning(
+            "sync: set synchronous_standby_names = '%s' on the source (ALTER SYSTEM)", self.application_name
+        )
+        return True
+
+    def estimate_rows(self, tables: Sequence[Table]) -> int:
+        """Planner's row estimate of ``tables`` (for the initial load's ETA); 0 if unknown."""
+        if not tables:
+            return 0
+        rows = self._sql(
+            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::int8 FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            ([t.schema for t in tables], [t.name for t in tables]),
+        )
+        return int(rows[0][0]) if rows else 0
+
     # -- statistics -------------------------------------------------------------------------
     def current_lsn(self) -> LogPosition:
         """The source's current WAL insert position (for lag in bytes)."""

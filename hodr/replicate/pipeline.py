@@ -259,6 +259,8 @@ class PrimaryPipeline:
         try:
             source.ensure_publication(list(self.cfg.source.tables) or None)
             source.check_replica_identity()
+            if self.cfg.sync:
+                source.ensure_synchronous()
             self._ensure_slot(source)
             start = self.outbox.released_position(self._required)
             if start.epoch == self.state.epoch and source.released.lsn > start.lsn:
@@ -381,7 +383,7 @@ def initial_load(
         log.info(
             "initial load: slot %s consistent at %s; copying %d tables", cfg.source.slot, commit, len(tables)
         )
-        meter = _LoadMeter(progress)
+        meter = _LoadMeter(progress, source.estimate_rows(tables))
         part = 0
         pending: list[Any] = [Truncate(tuple(tables))] if tables else []
         rows_in_part = 0
@@ -414,8 +416,9 @@ class _LoadMeter:
     """Rows, MB/s and elapsed time of the initial load: a progress line on a terminal, plain log
     lines otherwise."""
 
-    def __init__(self, tty: bool) -> None:
+    def __init__(self, tty: bool, expected_rows: int = 0) -> None:
         self.tty = tty
+        self.expected = expected_rows
         self.rows = 0
         self.bytes = 0
         self.t0 = time.monotonic()
@@ -437,7 +440,13 @@ class _LoadMeter:
 
     def _line(self, table: str) -> str:
         dt = max(1e-6, time.monotonic() - self.t0)
-        return f"initial load: {self.rows} rows, {self.bytes / dt / 1e6:.1f} MB/s, {dt:.0f}s ({table})"
+        eta = ""
+        if self.expected > self.rows > 0:
+            eta = f", ETA {(self.expected - self.rows) * dt / self.rows:.0f}s"
+            done = f"{self.rows}/~{self.expected} rows ({100 * self.rows / self.expected:.0f}%)"
+        else:
+            done = f"{self.rows} rows"
+        return f"initial load: {done}, {self.bytes / dt / 1e6:.1f} MB/s, {dt:.0f}s{eta} ({table})"
 
     def done(self) -> None:
         if self.tty:
