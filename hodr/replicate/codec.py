@@ -35,6 +35,10 @@ HEARTBEAT.  A DATA payload is ``count u32`` then ``count`` times ``length u32 | 
 consecutive sequence numbers starting at ``seq``: batching amortises the per-frame cost and gives
 the compressor enough context.  Control frames carry msgpack maps with string keys.
 
+Compression is negotiated per connection: HELLO carries the standby's ``compression`` setting,
+WELCOME the level the primary chose (:func:`negotiate_compression`, the lower of the two); the
+level only matters to the encoder, since every frame says in its flags whether it is compressed.
+
 Every decoding error is a :class:`FrameError` (retryable: the connection is reset and resumes from
 the last durable ack) naming the peer and the byte offset in the stream.
 """
@@ -293,7 +297,8 @@ class Compression(Protocol):
 
 
 class ZstdCompression:
-    """zstd at ``level`` 1-7 (the range the transport configuration allows)."""
+    """zstd at a zstd ``level`` (negative = faster than 1; see :data:`ZSTD_LEVELS` for what the
+    transport's 1-7 setting means)."""
 
     flag = FLAG_ZSTD
     name = "zstd"
@@ -301,8 +306,8 @@ class ZstdCompression:
     def __init__(self, level: int = 3) -> None:
         import zstandard  # only nodes that compress pay for the import
 
-        if not 1 <= level <= 22:
-            raise ValueError(f"zstd level must be 1-22, got {level}")
+        if not -7 <= level <= 22 or level == 0:
+            raise ValueError(f"zstd level must be -7..-1 or 1-22, got {level}")
         self.level = level
         self._zstd = zstandard
         self._c = zstandard.ZstdCompressor(level=level)
@@ -323,13 +328,34 @@ class ZstdCompression:
         return out
 
 
+#: The transport's ``compression`` setting 1-7 → zstd level, from fast to strong.
+#:
+#: Why not zstd 1-7 one to one: on replication payloads zstd levels 1-7 differ little in ratio
+#: (bench/compression.py), so such a setting would offer seven ways to spend CPU for nothing.
+#: The scale spans zstd's useful range instead: negative "fast" levels (≈ LZ4 speed, for links
+#: that are merely busy) through the defaults up to a strong level for thin WAN links; zstd 19+
+#: is left out, at ~1 MB/s per connection it would throttle the stream more than any link.
+ZSTD_LEVELS: dict[int, int] = {1: -5, 2: -1, 3: 1, 4: 3, 5: 6, 6: 9, 7: 15}
+
+
 def compression_for(level: int) -> Compression | None:
-    """The transport's ``compression`` setting: 0 = none, 1-7 = zstd level."""
+    """The transport's ``compression`` setting: 0 = none, 1-7 = zstd from fast to strong."""
     if level == 0:
         return None
-    if not 1 <= level <= 7:
+    if level not in ZSTD_LEVELS:
         raise ValueError(f"compression: expected 0 (off) or a zstd level 1-7, got {level}")
-    return ZstdCompression(level)
+    return ZstdCompression(ZSTD_LEVELS[level])
+
+
+def negotiate_compression(primary: int, standby: int | None) -> int:
+    """The level one connection uses: the lower of the two settings.
+
+    Why the lower: each side's setting is the most its operator allows — the primary pays the
+    CPU (once per connection), the standby's operator knows its link; a standby that did not say
+    (``None``, an older peer) gets the primary's setting, which every zstd-capable decoder reads."""
+    if standby is None:
+        return primary
+    return max(0, min(primary, standby))
 
 
 # -- messages ---------------------------------------------------------------------------------
@@ -342,6 +368,7 @@ class Hello:
     durable_seq: int
     durable_commit: LogPosition | None
     protocol: int = PROTOCOL_VERSION
+    compression: int | None = None  # the standby's setting 0-7 (None: not said)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +378,7 @@ class Welcome:
     lineage: str
     start_seq: int
     end_seq: int
+    compression: int = 0  # the level DATA frames of this connection use (negotiated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,9 +431,16 @@ def _control_payload(msg: WireMessage) -> tuple[Kind, int, bytes]:
             "durable_seq": msg.durable_seq,
             "durable_commit": _pos_obj(msg.durable_commit),
         }
+        if msg.compression is not None:
+            body["compression"] = msg.compression
         return Kind.HELLO, 0, msgpack.packb(body)
     if isinstance(msg, Welcome):
-        body = {"lineage": msg.lineage, "start_seq": msg.start_seq, "end_seq": msg.end_seq}
+        body = {
+            "lineage": msg.lineage,
+            "start_seq": msg.start_seq,
+            "end_seq": msg.end_seq,
+            "compression": msg.compression,
+        }
         return Kind.WELCOME, msg.start_seq, msgpack.packb(body)
     if isinstance(msg, Refuse):
         return Kind.REFUSE, 0, msgpack.packb({"reason": msg.reason, "fatal": msg.fatal})
@@ -506,6 +541,11 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
+    def peek(self, n: int) -> bytes:
+        """The next ``n`` unparsed bytes (or fewer): lets the transport tell a TLS record from
+        a frame when a bad magic arrives at offset 0."""
+        return bytes(self._buf[self._pos : self._pos + n])
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._pos and self._pos >= len(self._buf) // 2:
             del self._buf[: self._pos]
@@ -603,18 +643,21 @@ class FrameDecoder:
             if frame.kind is Kind.HELLO:
                 commit = body["durable_commit"]
                 lineage = body["lineage"]
+                comp = body.get("compression")
                 return Hello(
                     name=_str(body["name"]),
                     lineage=None if lineage is None else _str(lineage),
                     durable_seq=_uint(body["durable_seq"]),
                     durable_commit=None if commit is None else LogPosition.from_list(commit),
                     protocol=_uint(body["protocol"]),
+                    compression=None if comp is None else _level(comp),
                 )
             if frame.kind is Kind.WELCOME:
                 return Welcome(
                     lineage=_str(body["lineage"]),
                     start_seq=_uint(body["start_seq"]),
                     end_seq=_uint(body["end_seq"]),
+                    compression=_level(body.get("compression", 0)),
                 )
             if frame.kind is Kind.REFUSE:
                 return Refuse(reason=_str(body["reason"]), fatal=bool(body.get("fatal", False)))
@@ -626,6 +669,12 @@ class FrameDecoder:
 def _str(v: Any) -> str:
     if not isinstance(v, str) or len(v) > 4096:
         raise ValueError(f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _level(v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= 7:
+        raise ValueError(f"expected a compression level 0-7, got {v!r:.40}")
     return v
 
 
@@ -697,8 +746,10 @@ __all__ = [
     "UnknownVersion",
     "Welcome",
     "WireMessage",
+    "ZSTD_LEVELS",
     "ZstdCompression",
     "compression_for",
+    "negotiate_compression",
     "decode_frame",
     "decode_transaction",
     "encode_data_payload",
