@@ -19,6 +19,22 @@ asks the outbox where another history's standby can continue (``Outbox.resume_po
 standby appends records to its queue as they arrive, fsyncs after each burst of input, and acks
 the highest durable sequence number at most every ``ack_interval_s`` (one ack covers a batch).
 
+Compression is negotiated in the handshake: HELLO carries the standby's setting, WELCOME the level
+the connection uses (the lower of the two, ``codec.negotiate_compression``).
+
+Security (``tls.py``): with ``ssl_context`` factories every connection is TLS 1.3 with a certificate
+from the private CA required both ways.  The primary accepts a standby only if its certificate
+names a configured standby and that name is the one in HELLO; the standby accepts a primary only if
+its certificate names one of ``primary_names``.  Every refusal — certificate from another CA,
+expired, wrong name, plaintext peer — ends the connection before any record is sent, with one log
+line on each side saying what was refused and why.
+
+Bandwidth: ``bandwidth_mbit`` caps what a connection sends (primary) or reads (standby) with a
+token bucket in the select loop (no sleeps: the loop waits for the bucket like for the socket).
+Under a cap the primary makes DATA frames small enough to cross the link within half a heartbeat,
+and a standby that reads slowly by its own choice counts received bytes as a sign of life, so a
+capped link is never mistaken for a dead peer.
+
 Failures: any bad frame, protocol violation, silent peer (no complete frame within
 ``dead_peer_s``) or socket error ends the connection, logged with what and where; the standby
 reconnects with backoff and the stream resumes from its durable position, so nothing is lost
@@ -55,6 +71,7 @@ from hodr.replicate.codec import (
     DEFAULT_MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     Ack,
+    BadMagic,
     Data,
     FrameDecoder,
     FrameEncoder,
@@ -64,7 +81,9 @@ from hodr.replicate.codec import (
     Welcome,
     WireMessage,
     compression_for,
+    negotiate_compression,
 )
+from hodr.replicate.tls import PeerNotAllowed, check_peer, looks_like_tls, peer_names
 
 log = logging.getLogger("hodr.replicate.transport")
 
@@ -93,6 +112,7 @@ class TransportSettings:
     send_buffer_bytes: int = 4 << 20  # frames queued ahead of the socket per connection
     sync_bytes: int = 8 << 20  # standby: fsync at least after this much input
     close_timeout_s: float = 5.0
+    bandwidth_mbit: float = 0.0  # 0: no cap; primary: per connection sent, standby: read
 
     def __post_init__(self) -> None:
         if self.dead_peer_s <= self.heartbeat_s:
@@ -102,16 +122,32 @@ class TransportSettings:
         if self.batch_bytes + 1024 > self.max_frame_bytes:
             raise ValueError("batch_bytes must leave room below max_frame_bytes")
         compression_for(self.compression)  # validates the level
+        if self.bandwidth_mbit < 0:
+            raise ValueError(f"bandwidth_mbit must be 0 (no cap) or positive, got {self.bandwidth_mbit}")
+
+    @property
+    def bandwidth_bytes(self) -> float:
+        """The cap in bytes per second (0: none)."""
+        return self.bandwidth_mbit * 125_000.0
+
+    @property
+    def frame_batch_bytes(self) -> int:
+        """Raw bytes per DATA frame: ``batch_bytes``, or under a cap what crosses the link in half
+        a heartbeat (the peer's dead-peer clock counts complete frames)."""
+        if self.bandwidth_mbit <= 0:
+            return self.batch_bytes
+        return max(4096, min(self.batch_bytes, int(self.bandwidth_bytes * self.heartbeat_s / 2)))
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> TransportSettings:
         """From ``hodr.config.TransportConfig`` (duck-typed: heartbeat_s, dead_peer_s,
-        reconnect_max_s, compression)."""
+        reconnect_max_s, compression, bandwidth_mbit)."""
         values = {
             "heartbeat_s": cfg.heartbeat_s,
             "dead_peer_s": cfg.dead_peer_s,
             "reconnect_max_s": cfg.reconnect_max_s,
             "compression": cfg.compression,
+            "bandwidth_mbit": getattr(cfg, "bandwidth_mbit", 0.0),
         }
         values.update(overrides)
         return cls(**values)
@@ -181,6 +217,10 @@ class PeerTimeout(RetryableTransportError):
     """No complete frame from the peer within ``dead_peer_s``."""
 
 
+class TlsRefused(RetryableTransportError):
+    """The TLS handshake failed: the peer's certificate was rejected here, or ours there."""
+
+
 class Refused(RetryableTransportError):
     """The primary refused the standby; ``fatal`` when retrying cannot help."""
 
@@ -214,6 +254,8 @@ class SenderStats:
     acked_seq: int
     last_ack_time: float  # wall clock, 0 if never
     last_error: str
+    compression: int = 0  # the level negotiated on the current (last) connection
+    detached: str = ""  # why the primary detached this standby ("" = attached)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +277,7 @@ class ReceiverStats:
     primary_end_seq: int
     last_error: str
     failed: str  # a fatal reason: the client stopped trying
+    compression: int = 0  # the level the primary chose for the current (last) connection
 
 
 @dataclass
@@ -252,12 +295,46 @@ class _Counters:
     peer_end_seq: int = 0
     last_error: str = ""
     failed: str = ""
+    compression: int = 0
+    detached: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 # =============================================================================================
 # One non-blocking connection
 # =============================================================================================
+_MIN_IO = 1024  # under a bandwidth cap, wait for at least this many tokens before a syscall
+
+
+class _Bucket:
+    """Token bucket for a bandwidth cap: ``rate`` bytes per second, bursts of 50 ms (≥ 16 KiB).
+
+    Why a bucket in the loop rather than sleeps: the connection thread must keep reading acks and
+    heartbeats and react to wake-ups while it is holding back; the bucket only shortens the
+    select() timeout and removes the socket's read or write interest while it is empty."""
+
+    __slots__ = ("burst", "rate", "tokens", "when")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = max(16384.0, rate * 0.05)
+        self.tokens = self.burst
+        self.when = time.monotonic()
+
+    def available(self) -> int:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.when) * self.rate)
+        self.when = now
+        return int(self.tokens)
+
+    def take(self, n: int) -> None:
+        self.tokens -= n
+
+    def wait_s(self, need: int) -> float:
+        """Seconds until ``need`` bytes may pass."""
+        return max(0.0, (min(need, self.burst) - self.tokens) / self.rate)
+
+
 class _Conn:
     """A socket in non-blocking mode with an output buffer and a frame decoder.
 
@@ -265,16 +342,28 @@ class _Conn:
     bytes which never complete a frame (a corrupted length) is as dead as a silent one.
     """
 
-    def __init__(self, sock: socket.socket, peer: str, settings: TransportSettings) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: str,
+        settings: TransportSettings,
+        *,
+        tx_cap: float = 0.0,
+        rx_cap: float = 0.0,
+    ) -> None:
         self.sock = sock
         self.peer = peer
         self.settings = settings
-        self.encoder = FrameEncoder(compression_for(settings.compression))
+        # Control frames only until the handshake says which level DATA frames use.
+        self.encoder = FrameEncoder(None)
         self.decoder = FrameDecoder(peer, max_frame_bytes=settings.max_frame_bytes)
         self.out = bytearray()
         self.eof = False
+        self.tx = _Bucket(tx_cap) if tx_cap > 0 else None
+        self.rx = _Bucket(rx_cap) if rx_cap > 0 else None
         now = time.monotonic()
         self.last_frame = now
+        self.last_rx = now
         self.last_send = now
         self._woken = False
         self.wake_r, self.wake_w = socket.socketpair()
@@ -307,27 +396,45 @@ class _Conn:
         """Read what the socket has (up to about ``limit`` bytes) into the decoder."""
         total = 0
         sock = self.sock
+        rx = self.rx
         while total < limit:
+            n = _RECV_CHUNK
+            if rx is not None:
+                n = min(n, rx.available())
+                if n < _MIN_IO:
+                    break
             try:
-                data = sock.recv(_RECV_CHUNK)
+                data = sock.recv(n)
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             if not data:
                 self.eof = True
                 break
+            if rx is not None:
+                rx.take(len(data))
             self.decoder.feed(data)
             total += len(data)
+        if total:
+            self.last_rx = time.monotonic()
         return total
 
     def flush_some(self) -> int:
         """Write as much of the output buffer as the socket takes now."""
         sent_total = 0
+        tx = self.tx
         while self.out:
+            n = _RECV_CHUNK
+            if tx is not None:
+                n = min(n, tx.available())
+                if n < min(_MIN_IO, len(self.out)):
+                    break
             try:
                 with memoryview(self.out) as view:
-                    sent = self.sock.send(view[:_RECV_CHUNK])
+                    sent = self.sock.send(view[:n])
             except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 break
+            if tx is not None:
+                tx.take(sent)
             del self.out[:sent]
             sent_total += sent
         if sent_total:
@@ -336,12 +443,25 @@ class _Conn:
 
     def wait(self, timeout: float) -> tuple[bool, bool]:
         """select() on the socket (write interest only with pending output) and the wake pair;
-        returns (readable, woken)."""
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.out else 0)
+        returns (readable, woken).  An empty bandwidth bucket drops the read or write interest
+        and bounds the timeout by the time the bucket needs to refill."""
+        want_read, want_write = True, bool(self.out)
+        if self.rx is not None and self.rx.available() < _MIN_IO:
+            want_read = False
+            timeout = min(timeout, self.rx.wait_s(_MIN_IO))
+        if want_write and self.tx is not None and self.tx.available() < min(_MIN_IO, len(self.out)):
+            want_write = False
+            timeout = min(timeout, self.tx.wait_s(min(_MIN_IO, len(self.out))))
+        want = (selectors.EVENT_READ if want_read else 0) | (selectors.EVENT_WRITE if want_write else 0)
         if want != self._sock_events:
-            self.sel.modify(self.sock, want)
+            if not want:
+                self.sel.unregister(self.sock)
+            elif not self._sock_events:
+                self.sel.register(self.sock, want)
+            else:
+                self.sel.modify(self.sock, want)
             self._sock_events = want
-        pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+        pending = want_read and isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
         readable = pending
         woken = False
         for key, events in self.sel.select(0 if pending else max(0.0, timeout)):
@@ -369,8 +489,15 @@ class _Conn:
         if self.eof:
             dec.check_eof()
 
+    def last_sign_of_life(self) -> float:
+        if self.rx is not None:
+            # We read slowly on purpose: bytes arriving prove the peer alive even when a large
+            # frame takes longer than dead_peer_s to get through our own cap.
+            return max(self.last_frame, self.last_rx)
+        return self.last_frame
+
     def check_alive(self, now: float) -> None:
-        silent = now - self.last_frame
+        silent = now - self.last_sign_of_life()
         if silent > self.settings.dead_peer_s:
             raise PeerTimeout(
                 f"{self.peer}: no frame for {silent:.1f}s (dead_peer_s {self.settings.dead_peer_s:g})"
@@ -434,6 +561,10 @@ class PrimaryServer:
     ``on_ack(name, seq)`` runs in the sender's thread after the outbox recorded a new ack: the
     pipeline recomputes the released position there (``outbox.released_position(required)``,
     capped at the assembler's restart point) and tells the source.
+    ``ssl_context``: a server context factory (``tls.server_context``); when its context requires
+    client certificates, the certificate must name the standby that says HELLO.
+    :meth:`detach` ends a standby's stream and refuses it until :meth:`attach` (the pipeline's
+    lag policy decides; the transport only enforces).
     """
 
     def __init__(
@@ -461,6 +592,7 @@ class PrimaryServer:
         self._senders: set[Sender] = set()
         self._active: dict[str, Sender] = {}
         self._counters: dict[str, _Counters] = {name: _Counters() for name in self.standbys}
+        self._detached: dict[str, str] = {}
         self._accept_thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
 
@@ -543,7 +675,35 @@ class PrimaryServer:
             counters.connected = True
             counters.peer = sender.peer
             counters.connections += 1
+            counters.compression = sender.compression
         return counters
+
+    def detach(self, name: str, reason: str) -> None:
+        """End ``name``'s stream now and refuse it (fatally: it must be reseeded or attached
+        again by an operator) until :meth:`attach`."""
+        with self._lock:
+            self._detached[name] = reason
+            sender = self._active.get(name)
+        c = self._counters.get(name)
+        if c is not None:
+            with c.lock:
+                c.detached = reason
+        if sender is not None:
+            log.warning("standby %s: ending its stream: detached: %s", name, reason)
+            sender.stop()
+
+    def attach(self, name: str) -> None:
+        """Accept ``name`` again (it resumes from its durable position if the outbox has it)."""
+        with self._lock:
+            self._detached.pop(name, None)
+        c = self._counters.get(name)
+        if c is not None:
+            with c.lock:
+                c.detached = ""
+
+    def detached(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._detached)
 
     def _release(self, sender: Sender, thread: threading.Thread) -> None:
         with self._lock:
@@ -573,6 +733,8 @@ class PrimaryServer:
                     acked_seq=c.acked_seq,
                     last_ack_time=c.last_ack_time,
                     last_error=c.last_error,
+                    compression=c.compression,
+                    detached=c.detached,
                 )
         return out
 
@@ -627,6 +789,8 @@ class Sender:
         self.server = server
         self.peer = peer
         self.name: str | None = None
+        self.compression = 0
+        self.cert_names: frozenset[str] | None = None  # None: plain TCP or no client certs asked
         self._sock = sock
         self._stopped = threading.Event()
         self._conn: _Conn | None = None
@@ -645,9 +809,8 @@ class Sender:
             sock = self._sock
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.server.ssl_context is not None:
-                sock.settimeout(settings.handshake_timeout_s)
-                sock = self.server.ssl_context().wrap_socket(sock, server_side=True)
-            conn = self._conn = _Conn(sock, self.peer, settings)
+                sock = self._tls_handshake(sock)
+            conn = self._conn = _Conn(sock, self.peer, settings, tx_cap=settings.bandwidth_bytes)
             conn.start_nonblocking()
             if self._stopped.is_set():
                 raise _Stop
@@ -657,6 +820,8 @@ class Sender:
             self._stream(conn, start, counters)
         except _Stop:
             pass
+        except TlsRefused as exc:
+            log.error("refusing %s: %s", self.peer, exc)
         except (Retryable, OSError, ssl.SSLError) as exc:
             who = self.name or "unidentified standby"
             log.warning("standby %s (%s): connection ended: %s", who, self.peer, exc)
@@ -680,22 +845,57 @@ class Sender:
                 self._sock.close()
             self.server._release(self, threading.current_thread())
 
+    def _tls_handshake(self, sock: socket.socket) -> socket.socket:
+        """TLS server handshake (blocking, bounded by the handshake timeout).  A rejected client
+        certificate (other CA, expired) fails here, before a byte of the protocol is read."""
+        assert self.server.ssl_context is not None
+        ctx = self.server.ssl_context()
+        sock.settimeout(self.server.settings.handshake_timeout_s)
+        try:
+            tls = ctx.wrap_socket(sock, server_side=True)
+        except ssl.SSLCertVerificationError as exc:
+            raise TlsRefused(f"TLS client certificate rejected: {exc.verify_message}") from exc
+        except ssl.SSLError as exc:
+            hint = " (a plaintext client? this primary requires TLS)" if "VERSION" in str(exc).upper() else ""
+            raise TlsRefused(f"TLS handshake failed: {exc.reason or exc}{hint}") from exc
+        if ctx.verify_mode == ssl.CERT_REQUIRED:
+            self.cert_names = peer_names(tls)
+        return tls
+
     def _handshake(self, conn: _Conn) -> int:
         settings = self.server.settings
         deadline = time.monotonic() + settings.handshake_timeout_s
-        msg = conn.handshake_recv(deadline, self._stopped)
+        try:
+            msg = conn.handshake_recv(deadline, self._stopped)
+        except BadMagic as exc:
+            if exc.offset == 0 and looks_like_tls(conn.decoder.peek(2)):
+                raise TlsRefused(
+                    "the client speaks TLS but this primary has transport.insecure: true"
+                ) from exc
+            raise
         if not isinstance(msg, Hello):
             raise ProtocolError(f"{self.peer}: expected HELLO, got {type(msg).__name__}")
         outbox = self.server.outbox
         refusal: Refuse | None = None
         start = 0
+        names = self.cert_names
+        known = ", ".join(sorted(self.server.standbys)) or "none"
+        with self.server._lock:
+            detached = self.server._detached.get(msg.name)
         if msg.protocol != PROTOCOL_VERSION:
             refusal = Refuse(
                 f"protocol {msg.protocol} not supported (this primary speaks {PROTOCOL_VERSION})", True
             )
+        elif names is not None and not names & self.server.standbys:
+            seen = ", ".join(sorted(names)) or "no name"
+            refusal = Refuse(f"TLS certificate names {seen}: not a configured standby ({known})", True)
+        elif names is not None and msg.name not in names:
+            seen = ", ".join(sorted(names))
+            refusal = Refuse(f"HELLO name {msg.name!r} does not match the TLS certificate ({seen})", True)
         elif msg.name not in self.server.standbys:
-            known = ", ".join(sorted(self.server.standbys)) or "none"
             refusal = Refuse(f"unknown standby name {msg.name!r} (registered: {known})", True)
+        elif detached is not None:
+            refusal = Refuse(f"detached by the primary: {detached}", True)
         else:
             try:
                 start = outbox.resume_point(msg.lineage, msg.durable_seq, msg.durable_commit)
@@ -709,15 +909,22 @@ class Sender:
             conn.flush_blocking(deadline)
             raise _Stop
         self.name = msg.name
-        conn.send(Welcome(outbox.lineage, start, outbox.end_seq))
+        level = negotiate_compression(settings.compression, msg.compression)
+        conn.send(Welcome(outbox.lineage, start, outbox.end_seq, level))
         conn.flush_blocking(deadline)
+        # DATA frames of this connection use the negotiated level from here on.
+        conn.encoder = FrameEncoder(compression_for(level))
+        self.compression = level
         log.info(
-            "standby %s connected from %s: streaming from seq %d (it holds %d of lineage %s)",
+            "standby %s connected from %s%s: streaming from seq %d (it holds %d of lineage %s), "
+            "compression %d",
             msg.name,
             self.peer,
+            " over TLS" if isinstance(conn.sock, ssl.SSLSocket) else "",
             start,
             msg.durable_seq,
             msg.lineage,
+            level,
         )
         return start
 
@@ -739,7 +946,7 @@ class Sender:
             while not self._stopped.is_set():
                 # Fill the output buffer ahead of the socket (bounded: I10).
                 while len(conn.out) < settings.send_buffer_bytes:
-                    recs = reader.read(settings.batch_records, settings.batch_bytes)
+                    recs = reader.read(settings.batch_records, settings.frame_batch_bytes)
                     if not recs:
                         break
                     first = recs[0].seq
@@ -765,7 +972,7 @@ class Sender:
                     timeout = settings.heartbeat_s
                 else:
                     timeout = max(0.0, conn.last_send + settings.heartbeat_s - now)
-                timeout = min(timeout, max(0.0, conn.last_frame + settings.dead_peer_s - now) + 0.01)
+                timeout = min(timeout, max(0.0, conn.last_sign_of_life() + settings.dead_peer_s - now) + 0.01)
                 readable, _ = conn.wait(timeout)
                 if readable:
                     conn.recv_available(1 << 20)
@@ -819,7 +1026,10 @@ class StandbyClient:
 
     Runs one thread (``start``); reconnects with exponential backoff between
     ``reconnect_min_s`` and ``reconnect_max_s``.  A fatal refusal (unknown name, needs reseed,
-    protocol) or a failing queue stops it: :attr:`failed` then says why.
+    protocol, detached) or a failing queue stops it: :attr:`failed` then says why.
+    ``ssl_context``: a client context factory (``tls.client_context``); ``primary_names``: the
+    names the primary's certificate may carry (None: any certificate the context accepts).  TLS
+    refusals are retried with backoff: the primary at a VIP may change, certificates get fixed.
     """
 
     def __init__(
@@ -831,6 +1041,7 @@ class StandbyClient:
         *,
         settings: TransportSettings | None = None,
         ssl_context: ContextFactory | None = None,
+        primary_names: Collection[str] | None = None,
     ) -> None:
         self.primary_host = primary_host
         self.port = port
@@ -838,6 +1049,7 @@ class StandbyClient:
         self.queue = queue
         self.settings = settings or TransportSettings()
         self.ssl_context = ssl_context
+        self.primary_names = None if primary_names is None else frozenset(primary_names)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: _Conn | None = None
@@ -877,6 +1089,7 @@ class StandbyClient:
                 primary_end_seq=c.peer_end_seq,
                 last_error=c.last_error,
                 failed=c.failed,
+                compression=c.compression,
             )
 
     def close(self, timeout: float | None = None) -> bool:
@@ -916,6 +1129,9 @@ class StandbyClient:
                         c.failed = str(exc)
                     break
                 log.warning("standby %s: %s; retrying", self.name, exc)
+            except (TlsRefused, PeerNotAllowed) as exc:
+                self._note_error(str(exc))
+                log.error("standby %s: refusing the connection: %s", self.name, exc)
             except (Retryable, OSError, ssl.SSLError) as exc:
                 self._note_error(str(exc))
                 log.warning("standby %s: connection to %s ended: %s", self.name, self.primary, exc)
@@ -951,11 +1167,22 @@ class StandbyClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
                 sock.settimeout(s.handshake_timeout_s)
-                sock = self.ssl_context().wrap_socket(sock, server_hostname=self.primary_host)
+                try:
+                    sock = self.ssl_context().wrap_socket(sock, server_hostname=self.primary_host)
+                except ssl.SSLCertVerificationError as exc:
+                    raise TlsRefused(
+                        f"TLS certificate of the primary at {self.primary} rejected: {exc.verify_message}"
+                    ) from exc
+                except ssl.SSLError as exc:
+                    raise TlsRefused(
+                        f"TLS handshake with the primary at {self.primary} failed: {exc.reason or exc}"
+                    ) from exc
+                if self.primary_names is not None:
+                    check_peer(peer_names(sock), self.primary_names, f"the primary at {self.primary}")
         except BaseException:
             sock.close()
             raise
-        conn = _Conn(sock, self.primary, s)
+        conn = _Conn(sock, self.primary, s, rx_cap=s.bandwidth_bytes)
         conn.start_nonblocking()
         return conn
 
@@ -971,9 +1198,26 @@ class StandbyClient:
         try:
             if self._stop.is_set():
                 raise _Stop
-            conn.send(Hello(self.name, q.lineage, q.durable_seq, q.last_durable_commit()))
+            conn.send(
+                Hello(self.name, q.lineage, q.durable_seq, q.last_durable_commit(), compression=s.compression)
+            )
             deadline = time.monotonic() + s.handshake_timeout_s
-            msg = conn.handshake_recv(deadline, self._stop)
+            try:
+                msg = conn.handshake_recv(deadline, self._stop)
+            except BadMagic as exc:
+                if exc.offset == 0 and looks_like_tls(conn.decoder.peek(2)):
+                    raise TlsRefused(
+                        f"the primary at {self.primary} speaks TLS but this standby has "
+                        "transport.insecure: true"
+                    ) from exc
+                raise
+            except ssl.SSLError as exc:
+                # TLS 1.3: the primary checks our certificate after our side of the handshake
+                # completed, so its verdict arrives as an alert on the first read.
+                raise TlsRefused(
+                    f"the primary at {self.primary} ended the TLS session: {exc.reason or exc} "
+                    "(it rejected our certificate? see its log)"
+                ) from exc
             if isinstance(msg, Refuse):
                 raise Refused(msg.reason, msg.fatal)
             if not isinstance(msg, Welcome):
@@ -996,7 +1240,15 @@ class StandbyClient:
                 c.connected = True
                 c.connections += 1
                 c.peer_end_seq = msg.end_seq
-            log.info("standby %s: streaming from %s at seq %d", self.name, self.primary, msg.start_seq)
+                c.compression = msg.compression
+            log.info(
+                "standby %s: streaming from %s%s at seq %d, compression %d",
+                self.name,
+                self.primary,
+                " over TLS" if isinstance(conn.sock, ssl.SSLSocket) else "",
+                msg.start_seq,
+                msg.compression,
+            )
             self._stream(conn)
             return True
         finally:
@@ -1024,7 +1276,7 @@ class StandbyClient:
             timeout = conn.last_send + s.heartbeat_s - now
             if durable > acked:
                 timeout = min(timeout, last_ack + s.ack_interval_s - now)
-            timeout = min(timeout, conn.last_frame + s.dead_peer_s - now + 0.01)
+            timeout = min(timeout, conn.last_sign_of_life() + s.dead_peer_s - now + 0.01)
             readable, _ = conn.wait(max(0.0, timeout))
             if readable:
                 raw0, wire0 = dec.raw_bytes, dec.wire_bytes
@@ -1075,5 +1327,6 @@ __all__ = [
     "Sender",
     "SenderStats",
     "StandbyClient",
+    "TlsRefused",
     "TransportSettings",
 ]
