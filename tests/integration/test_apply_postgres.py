@@ -335,11 +335,13 @@ def test_keyless_duplicates_change_exactly_one_row(env: Env, rowmap: bool) -> No
     assert env.standby_rows(table, order="1, 2") == [dup, ("ann", "y", "1"), ("bob", "z", "2")]
 
 
-def test_truncate(env: Env) -> None:
-    env.ddl("CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id serial PRIMARY KEY, v text)")
+def test_truncate_and_identity_always_columns(env: Env) -> None:
+    env.ddl("CREATE TABLE a (id int PRIMARY KEY)")
+    env.ddl("CREATE TABLE b (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text)")
     ta, tb = env.table("a"), env.table("b")
     loop = ApplyLoop(env.target())
-    loop.apply([env.txn(ins(ta, ("1",)), ins(tb, ("1", "x")))])
+    loop.apply([env.txn(ins(ta, ("1",)), ins(tb, ("7", "x")), upd(tb, ("7", "y")))])
+    assert env.standby_rows(tb) == [("7", "y")]  # the source's identity value, kept
     loop.apply([env.txn(Truncate((ta, tb), restart_identity=True), ins(ta, ("2",)))])
     assert env.standby_rows(ta) == [("2",)]
     assert env.standby_rows(tb) == []

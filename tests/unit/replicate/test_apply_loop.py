@@ -1,4 +1,5 @@
-"""ApplyLoop against a fake Target at hodr's own port: grouping, exactly-once, never splitting."""
+"""ApplyLoop against a fake Target at hodr's own port: grouping, exactly-once, never splitting;
+plus the pure parts of the row map."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 
 from hodr.errors import HodrFatal
 from hodr.position import ZERO, LogPosition
-from hodr.redo.records import Change, Message
+from hodr.redo.records import UNCHANGED, Change, Message
 from hodr.replicate.apply import ApplyLoop
+from hodr.replicate.rowmap import RowMap, locate_sql
 from hodr.replicate.transaction import Transaction
 
 
@@ -246,3 +248,49 @@ def test_stream_crash_keeps_earlier_groups_and_loses_only_the_open_one() -> None
     loop.apply_stream(iter(source))  # the replay starts from the beginning of the queue
     assert target.applied == all_changes(source)
     assert target.position == pos(6)
+
+
+# --- RowMap, the apply stage's optional helper for keyless tables ----------------------------
+def test_rowmap_hands_out_each_remembered_ctid_once() -> None:
+    rows = RowMap()
+    dup = ("ann", None, "1")
+    rows.put("t", dup, "(0,1)")
+    rows.put("t", dup, "(0,2)")
+    rows.put("u", dup, "(9,9)")  # another table
+    assert len(rows) == 3
+    assert {rows.take("t", dup), rows.take("t", dup)} == {"(0,1)", "(0,2)"}
+    assert rows.take("t", dup) is None
+    assert (rows.taken, rows.missed) == (2, 1)
+    assert rows.take("u", dup) == "(9,9)"
+    assert len(rows) == 0
+
+
+def test_rowmap_ignores_rows_with_unknown_values_and_forgets_tables() -> None:
+    rows = RowMap()
+    rows.put("t", ("1", UNCHANGED), "(0,1)")
+    assert len(rows) == 0
+    assert rows.take("t", ("1", UNCHANGED)) is None
+    rows.put("t", ("1", "a"), "(0,1)")
+    rows.put("u", ("1", "a"), "(0,1)")
+    rows.forget("t")
+    assert rows.take("t", ("1", "a")) is None
+    assert len(rows) == 1
+    rows.clear()
+    assert rows.take("u", ("1", "a")) is None
+
+
+def test_rowmap_is_bounded_by_dropping_the_oldest_rows_of_the_table() -> None:
+    rows = RowMap(max_rows=3)
+    for i in range(5):
+        rows.put("t", (str(i),), f"(0,{i})")
+    assert len(rows) == 3
+    assert rows.take("t", ("0",)) is None
+    assert rows.take("t", ("4",)) == "(0,4)"
+
+
+def test_locate_sql_tries_the_remembered_ctid_first_and_falls_back_to_the_values() -> None:
+    by_value = locate_sql('"public"."t"', '"a" = $1')
+    assert by_value == '(tableoid, ctid) = (SELECT tableoid, ctid FROM "public"."t" WHERE "a" = $1 LIMIT 1)'
+    mapped = locate_sql('"public"."t"', '"a" = $1', "$2")
+    assert 'WHERE ctid = $2 AND "a" = $1 LIMIT 1) UNION ALL (SELECT' in mapped
+    assert mapped.endswith("AS hodr_found LIMIT 1)")
