@@ -13,9 +13,8 @@ type: psycopg 3 dumps a ``str`` with the unknown oid (checked: ``SELECT %s`` alo
 parameter types, which is the same.  The server types each placeholder from its context -- the
 column in ``INSERT ... VALUES``, ``SET col = $n`` and ``col = $n`` -- so numeric, enum, array,
 json, bytea (``\\x...``), interval and uuid text lands exactly as with native replication.  No
-cast is added there on purpose: an explicit cast to ``varchar(n)`` or ``numeric(p,s)`` would
-silently truncate or round a value that does not fit, where the assignment coercion fails
-loudly (I9).  The one place that
+cast is added there on purpose: an explicit cast to ``varchar(n)`` would silently truncate a
+value that does not fit, where the assignment coercion fails loudly (I9).  The one place that
 needs a cast is matching on a column type without an equality operator (json, xml, point...):
 such a column is compared as ``col::text = $n::type::text``.
 
