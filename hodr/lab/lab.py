@@ -209,10 +209,16 @@ class Lab:
         Nodes run everything with a fixed PATH (lab.md §11), so an agent's ``#!/usr/bin/env
         python3`` finds this wrapper (in /usr/local/bin) instead of the system python, which may
         lack hodr's dependencies.
+
+        ``python3`` falls back to the system interpreter for a user who cannot run the lab's (one
+        in a venv under /root, mode 0700): ocf-tester runs ``meta-data`` as ``nobody``, which
+        needs only the standard library and hodr's source.
         """
         pp = f'PYTHONPATH="{self.cfg.package_root}${{PYTHONPATH:+:$PYTHONPATH}}"'
+        py = self.cfg.python
         scripts = {
-            "python3": f'#!/bin/sh\n{pp} exec "{self.cfg.python}" "$@"\n',
+            "python3": f'#!/bin/sh\n{pp}\nexport PYTHONPATH\n[ -x "{py}" ] && exec "{py}" "$@"\n'
+            'exec /usr/bin/python3 "$@"\n',
             "hodr": f'#!/bin/sh\n{pp} exec "{self.cfg.python}" -m hodr "$@"\n',
         }
         for fname, text in scripts.items():
