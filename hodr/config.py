@@ -57,6 +57,16 @@ class StandbyPeer:
 
 @dataclass(frozen=True)
 class TransportConfig:
+    """How nodes talk: addresses, timing, compression, mutual TLS and the lag policy.
+
+    TLS is the default: ``tls_ca``/``tls_cert``/``tls_key`` name PEM files from ``hodr certs``;
+    plaintext needs ``insecure: true`` (logged as a warning at every start).  ``primary_name``
+    (standby side) lists the names the primary's certificate may carry — one node, or every node
+    a VIP may move between.  ``max_lag_mb``: a standby further behind is marked and alerted, and
+    with ``detach_lagging`` detached (it stops holding back the source log; it needs a reseed or
+    ``attach``).  ``bandwidth_mbit``: cap per connection (primary: sent, standby: read), 0 = none.
+    """
+
     listen_host: str = "127.0.0.1"
     port: int = 5440
     primary_host: str = "127.0.0.1"
@@ -64,7 +74,15 @@ class TransportConfig:
     heartbeat_s: float = 1.0
     dead_peer_s: float = 10.0
     reconnect_max_s: float = 5.0
-    compression: int = 0
+    compression: int = 0  # 0 off, 1-7 zstd from fast to strong; the lower of both sides is used
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    insecure: bool = False
+    primary_name: tuple[str, ...] = ()
+    max_lag_mb: float = 4096.0  # 0: no limit
+    detach_lagging: bool = False
+    bandwidth_mbit: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +187,16 @@ def _names(v: Any) -> tuple[Any, str | None]:
 
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+
+
+def _node_names(v: Any) -> tuple[Any, str | None]:
+    if isinstance(v, str):
+        v = [s.strip() for s in v.split(",") if s.strip()]
+    if not isinstance(v, list | tuple) or not all(isinstance(s, str) and re.fullmatch(_NAME, s) for s in v):
+        return v, f"expected a node name or a list of node names, got {_show(v)}"
+    return tuple(v), None
+
+
 _IDENT = r"[a-z_][a-z0-9_]{0,62}"
 
 SCHEMA: dict[str, dict[str, Checker]] = {
@@ -207,6 +235,14 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "dead_peer_s": _float(0.2, 3600),
         "reconnect_max_s": _float(0.05, 600),
         "compression": _int(0, 7),
+        "tls_ca": _str(),
+        "tls_cert": _str(),
+        "tls_key": _str(),
+        "insecure": _bool,
+        "primary_name": _node_names,
+        "max_lag_mb": _float(0, 1 << 30),
+        "detach_lagging": _bool,
+        "bandwidth_mbit": _float(0, 1_000_000),
     },
     "log": {
         "dir": _str(),
@@ -318,6 +354,44 @@ def _cross_checks(cfg: Config) -> list[str]:
         errors.append(
             f"transport.dead_peer_s: must be larger than transport.heartbeat_s "
             f"({cfg.transport.heartbeat_s:g}), got {cfg.transport.dead_peer_s:g}"
+        )
+    return errors
+
+
+def tls_errors(cfg: Config) -> list[str]:
+    """Problems that keep this node from speaking mutual TLS, as ``transport.key: problem``.
+
+    Why apart from :func:`validate`: these look at files on this node (exist, readable, key not
+    readable by others), so the pipeline runs them where the files are used, at start, and
+    ``validate()`` stays a pure check of the settings.  Nothing to check with ``insecure``.
+    """
+    t = cfg.transport
+    if t.insecure:
+        return []
+    missing = [k for k in ("tls_ca", "tls_cert", "tls_key") if not getattr(t, k)]
+    if missing:
+        return [
+            f"transport.{'/'.join(missing)}: required unless transport.insecure is true "
+            "(create them with 'hodr certs init' and 'hodr certs issue NODE')"
+        ]
+    errors: list[str] = []
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(t, key)
+        if not os.path.isfile(path):
+            errors.append(f"transport.{key}: file {path} not found")
+        elif not os.access(path, os.R_OK):
+            errors.append(f"transport.{key}: file {path} is not readable")
+    if os.path.isfile(t.tls_key):
+        mode = os.stat(t.tls_key).st_mode & 0o777
+        if mode & 0o077:
+            # Refused like OpenSSH refuses such a key: whoever can read it can be this node.
+            errors.append(
+                f"transport.tls_key: {t.tls_key} is readable by others (mode {mode:04o}); chmod 600 it"
+            )
+    if cfg.role == "standby" and not t.primary_name:
+        errors.append(
+            "transport.primary_name: required with TLS on a standby (the name(s) the primary's "
+            "certificate may carry)"
         )
     return errors
 

@@ -35,8 +35,12 @@ class PeerStatus:
     acked_seq: int
     lag_bytes: int
     required: bool = True
-    sent_bytes: int = 0
-    wire_bytes: int = 0
+    sent_bytes: int = 0  # DATA bytes before compression
+    wire_bytes: int = 0  # the same frames as sent (after compression, with headers)
+    compression: int = 0  # level negotiated on the current (last) connection
+    outbox_lag_bytes: int = 0  # outbox bytes not yet acked (what max_lag_mb is compared with)
+    lagging: bool = False  # over transport.max_lag_mb
+    detached: str = ""  # why the primary detached it ("" = attached)
 
 
 @dataclass(frozen=True)

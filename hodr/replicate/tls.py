@@ -19,7 +19,6 @@ factories from the configuration.
 
 from __future__ import annotations
 
-import os
 import ssl
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -126,30 +125,11 @@ def looks_like_tls(data: bytes) -> bool:
     return len(data) >= 2 and data[0] in (0x15, 0x16) and data[1] == 0x03
 
 
-def check_files(ca: str, cert: str, key: str) -> list[str]:
-    """Problems with the TLS files as ``transport.key: problem`` lines (none = usable).
-
-    A key readable by others is refused like OpenSSH refuses one: whoever can read it can be
-    this node."""
-    errors: list[str] = []
-    for cfg_key, path in (("tls_ca", ca), ("tls_cert", cert), ("tls_key", key)):
-        if not os.path.isfile(path):
-            errors.append(f"transport.{cfg_key}: file {path} not found")
-        elif not os.access(path, os.R_OK):
-            errors.append(f"transport.{cfg_key}: file {path} is not readable")
-    if os.path.isfile(key):
-        mode = os.stat(key).st_mode & 0o777
-        if mode & 0o077:
-            errors.append(f"transport.tls_key: {key} is readable by others (mode {mode:04o}); chmod 600 it")
-    return errors
-
-
 __all__ = [
     "MIN_VERSION",
     "ContextFactory",
     "PeerNotAllowed",
     "TlsFiles",
-    "check_files",
     "check_peer",
     "client_context",
     "looks_like_tls",
