@@ -16,6 +16,7 @@ daemon with one line naming what and where (I9).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -24,12 +25,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hodr.config import Config
-from hodr.errors import HodrError, HodrFatal, Retryable
+from hodr.config import Config, tls_errors
+from hodr.errors import ConfigError, HodrError, HodrFatal, Retryable
 from hodr.position import ZERO, LogPosition
 from hodr.redo.records import Changed, Idle, LoadRows, RowChange, Truncate
+from hodr.replicate import tls
 from hodr.replicate.apply import ApplyLoop
 from hodr.replicate.assembler import Assembler
+from hodr.replicate.fsutil import atomic_write, read_small
 from hodr.replicate.nodestate import NodeState
 from hodr.replicate.outbox import Outbox
 from hodr.replicate.queue import DurableQueue
@@ -46,6 +49,29 @@ GROUP_S = 0.025
 
 def build(cfg: Config) -> PrimaryPipeline | StandbyPipeline:
     return PrimaryPipeline(cfg) if cfg.role == "primary" else StandbyPipeline(cfg)
+
+
+# --- transport wiring: TLS contexts from the configuration ----------------------------------------
+def _tls_files(cfg: Config) -> tls.TlsFiles | None:
+    """The node's TLS files, or None with ``transport.insecure`` (warned at every start: a
+    plaintext stream is neither private nor authenticated, and nobody should forget it is on).
+
+    A missing or unsafe file is a :class:`ConfigError` naming its key, raised before anything
+    listens or connects."""
+    errors = tls_errors(cfg)
+    if errors:
+        raise ConfigError(errors)
+    t = cfg.transport
+    if t.insecure:
+        log.warning(
+            "transport.insecure is true: replication traffic is NOT encrypted and peers are NOT "
+            "authenticated; set transport.tls_ca/tls_cert/tls_key (hodr certs) to fix"
+        )
+        return None
+    return tls.TlsFiles(ca=t.tls_ca, cert=t.tls_cert, key=t.tls_key)
+
+
+DETACHED_FILE = "detached.json"
 
 
 class _Backoff:
@@ -77,6 +103,8 @@ class PrimaryPipeline:
         self.source: Any = None
         self._thread: threading.Thread | None = None
         self._required = [p.name for p in cfg.transport.standbys if p.required]
+        self._lagging: set[str] = set()  # over transport.max_lag_mb (alerted once per episode)
+        self._detached: dict[str, str] = {}  # name → reason; persisted in DETACHED_FILE
         self._capture_pos = ZERO
         self._txns = 0
         self._idle: tuple[LogPosition, LogPosition] | None = None  # (idle position, last appended commit)
@@ -88,6 +116,7 @@ class PrimaryPipeline:
     def start(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
         self.state = NodeState.load(self.data)
+        files = _tls_files(self.cfg)
         self.outbox = Outbox(self.data / "outbox", standbys=[p.name for p in self.cfg.transport.standbys])
         self.server = PrimaryServer(
             self.cfg.transport.listen_host,
@@ -95,8 +124,10 @@ class PrimaryPipeline:
             self.outbox,
             [p.name for p in self.cfg.transport.standbys],
             settings=TransportSettings.from_config(self.cfg.transport),
+            ssl_context=tls.server_context(files) if files else None,
             on_ack=self._on_ack,
         )
+        self._load_detached()
         try:
             self.server.start()
         except OSError as exc:
@@ -131,6 +162,19 @@ class PrimaryPipeline:
         return self._error
 
     def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("request") == "attach":
+            # An operator re-admits a detached standby (after reseeding it, or because the
+            # outbox still holds what it needs): it may connect again and counts again.
+            name = str(request.get("standby", ""))
+            if name not in {p.name for p in self.cfg.transport.standbys}:
+                return {"result": "refused", "reason": f"unknown standby {name!r}"}
+            self._detached.pop(name, None)
+            self._lagging.discard(name)
+            self._save_detached()
+            if self.server:
+                self.server.attach(name)
+            log.info("standby %s attached again by request", name)
+            return {"result": "done"}
         return {"result": "refused", "reason": f"unknown request {request.get('request')!r}"}
 
     def snapshot(self) -> dict[str, Any]:
@@ -153,6 +197,10 @@ class PrimaryPipeline:
                         required=p.required,
                         sent_bytes=st.bytes_raw if st else 0,
                         wire_bytes=st.bytes_wire if st else 0,
+                        compression=st.compression if st else 0,
+                        outbox_lag_bytes=self.outbox.lag_bytes(p.name),
+                        lagging=p.name in self._lagging,
+                        detached=self._detached.get(p.name, ""),
                     )
                 )
         released = self.source.released if self.source is not None else None
@@ -174,13 +222,19 @@ class PrimaryPipeline:
             connected = set(self.server.connected())
             for p in self.cfg.transport.standbys:
                 state = "connected" if p.name in connected else "disconnected"
+                if p.name in self._detached:
+                    state = "DETACHED"
+                elif p.name in self._lagging:
+                    state += " LAGGING"
                 parts.append(f"{p.name} {state}, acked seq {self.outbox.acked(p.name)}/{self.outbox.end_seq}")
         if self._problem:
             parts.append(f"retrying: {self._problem}")
         return "; ".join(parts)
 
     def _housekeeping(self) -> None:
-        """Once per cycle at most every few seconds: drop outbox segments every standby has."""
+        """Once per cycle: the lag policy; at most every few seconds: drop outbox segments every
+        standby has."""
+        self._lag_policy()
         now = time.monotonic()
         if self.outbox is not None and now - self._last_trim > 5.0:
             self._last_trim = now
@@ -188,6 +242,84 @@ class PrimaryPipeline:
                 self.outbox.trim()
             except HodrError as exc:
                 log.warning("outbox trim: %s", exc)
+
+    # -- lag policy (transport.max_lag_mb / detach_lagging, I6) -------------------------------------
+    def _lag_policy(self) -> None:
+        """Mark and alert a standby whose unacked outbox bytes exceed ``max_lag_mb``; with
+        ``detach_lagging`` detach it, so that it stops holding back the source log (and sync-mode
+        commits) instead of filling the primary's disk.  Alerts are logged once per episode."""
+        t = self.cfg.transport
+        if self.outbox is None or self.server is None or t.max_lag_mb <= 0:
+            return
+        limit = t.max_lag_mb * (1 << 20)
+        for p in t.standbys:
+            if p.name in self._detached:
+                continue
+            lag = self.outbox.lag_bytes(p.name)
+            if lag > limit:
+                if p.name not in self._lagging:
+                    self._lagging.add(p.name)
+                    log.warning(
+                        "standby %s is %.1f MiB behind (transport.max_lag_mb %g)%s",
+                        p.name,
+                        lag / (1 << 20),
+                        t.max_lag_mb,
+                        "; detaching it" if t.detach_lagging else "",
+                    )
+                if t.detach_lagging:
+                    self._detach(
+                        p.name,
+                        f"{lag / (1 << 20):.1f} MiB behind, over transport.max_lag_mb {t.max_lag_mb:g}; "
+                        f"reseed it, or send 'attach' if the outbox still holds its position",
+                    )
+            elif p.name in self._lagging:
+                self._lagging.discard(p.name)
+                log.info(
+                    "standby %s is back within transport.max_lag_mb (%.1f MiB behind)", p.name, lag / 2**20
+                )
+
+    def _detach(self, name: str, reason: str) -> None:
+        log.error("standby %s DETACHED: %s", name, reason)
+        self._detached[name] = reason
+        self._save_detached()
+        assert self.server is not None
+        self.server.detach(name, reason)
+        self._release_now()
+
+    def _load_detached(self) -> None:
+        """Detachment survives restarts: a detached standby's position was given up (the source
+        log moved past it), so it must not silently count again after a primary restart."""
+        raw = read_small(self.data / DETACHED_FILE)
+        if raw is None:
+            return
+        try:
+            loaded = json.loads(raw)
+            self._detached = {str(k): str(v) for k, v in dict(loaded).items()}
+        except (ValueError, TypeError) as exc:
+            raise HodrFatal(f"{self.data / DETACHED_FILE}: unreadable: {exc}") from exc
+        assert self.server is not None
+        for name, reason in self._detached.items():
+            log.warning("standby %s stays detached: %s", name, reason)
+            self.server.detach(name, reason)
+
+    def _save_detached(self) -> None:
+        atomic_write(self.data / DETACHED_FILE, json.dumps(self._detached, sort_keys=True).encode())
+
+    def _release_floor(self) -> LogPosition:
+        """The commit every standby that counts holds durably: the required ones, less the
+        detached; if that leaves nobody, every attached standby; if nobody at all, the end of
+        what the outbox holds durably (nothing is waiting for anyone)."""
+        assert self.outbox is not None
+        names = [n for n in self._required if n not in self._detached]
+        if not names:
+            names = [p.name for p in self.cfg.transport.standbys if p.name not in self._detached]
+        if names:
+            return self.outbox.released_position(names)
+        end = self.outbox.end_seq
+        return self.outbox.commit_for_seq(end) if end else self.outbox.base
+
+    def _release_now(self) -> None:
+        self._on_ack("", 0)
 
     # -- group commit --------------------------------------------------------------------------
     def _sync_main(self) -> None:
@@ -262,7 +394,7 @@ class PrimaryPipeline:
             if self.cfg.sync:
                 source.ensure_synchronous()
             self._ensure_slot(source)
-            start = self.outbox.released_position(self._required)
+            start = self._release_floor()
             if start.epoch == self.state.epoch and source.released.lsn > start.lsn:
                 start = source.released
             self._ready.set()
@@ -319,7 +451,7 @@ class PrimaryPipeline:
         """
         if self.outbox is None or self.source is None:
             return
-        pos = self.outbox.released_position(self._required)
+        pos = self._release_floor()
         if pos.epoch == self.state.epoch and pos.lsn:
             self.source.release(pos)
         self._release_idle()
@@ -334,7 +466,7 @@ class PrimaryPipeline:
         # Compare with the last *appended* commit, not the published end: with group commit a
         # transaction can be appended but not yet fsynced/shipped, and releasing past it would
         # let a sync-mode commit return before any standby has it (caught by the sync test).
-        if self.outbox.released_position(self._required) >= appended:
+        if self._release_floor() >= appended:
             self.source.release(pos)
 
 
@@ -478,6 +610,7 @@ class StandbyPipeline:
 
     def start(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
+        files = _tls_files(self.cfg)
         self.queue = DurableQueue(self.data / "queue")
         self.client = StandbyClient(
             self.cfg.transport.primary_host,
@@ -485,6 +618,8 @@ class StandbyPipeline:
             self.cfg.node,
             self.queue,
             settings=TransportSettings.from_config(self.cfg.transport),
+            ssl_context=tls.client_context(files) if files else None,
+            primary_names=self.cfg.transport.primary_name if files else None,
         ).start()
         self._thread = threading.Thread(target=self._apply_main, name="apply", daemon=True)
         self._thread.start()
@@ -532,6 +667,7 @@ class StandbyPipeline:
             out["extra"] = {
                 "bytes_raw": rs.bytes_raw,
                 "bytes_wire": rs.bytes_wire,
+                "compression": rs.compression,
                 "transport_error": rs.last_error,
             }
         if self.queue:
