@@ -4,6 +4,7 @@
 ``hodr validate-config CONFIG [--print]``; ``hodr status [CONFIG | --run-dir DIR] [--json]``;
 ``hodr init-load CONFIG`` (re)creates the slot and queues a consistent initial copy;
 ``hodr demo [--seconds N] [--json]`` primary + standby on this machine under load;
+``hodr certs init|issue NODE [--dir DIR]`` the private CA and node certificates for mutual TLS;
 ``hodr lab …`` the namespace cluster for failover drills.
 Heavy modules are imported inside the commands so ``status`` stays cheap.
 """
@@ -48,6 +49,21 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--workdir", help="where the demo's servers and state live (default: a temp dir)")
     d.add_argument("--keep", action="store_true", help="leave the servers and files behind for inspection")
     d.add_argument("--sync", action="store_true", help="synchronous mode (commits wait for the standby)")
+
+    c = sub.add_parser("certs", help="private CA and node certificates for mutual TLS")
+    csub = c.add_subparsers(dest="certs_cmd", required=True)
+    ci = csub.add_parser("init", help="create the CA (ca.pem, ca.key) in --dir")
+    ci.add_argument("--dir", default="/etc/hodr/tls", help="where the files go (default /etc/hodr/tls)")
+    ci.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
+    ci.add_argument(
+        "--force", action="store_true", help="replace an existing CA (every node needs new certs)"
+    )
+    cn = csub.add_parser("issue", help="sign NODE.pem/NODE.key for a node name from the config")
+    cn.add_argument("node", help="the node name (config 'node'; listed in the peers' configs)")
+    cn.add_argument("--dir", default="/etc/hodr/tls", help="the CA's directory, where the files go")
+    cn.add_argument("--host", action="append", default=[], help="extra SAN: DNS name or IP (repeatable)")
+    cn.add_argument("--days", type=int, default=825, help="validity in days (default 825)")
+    cn.add_argument("--force", action="store_true", help="replace an existing certificate and key")
 
     sub.add_parser(
         "lab",
@@ -125,6 +141,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         pos = initial_load(cfg, progress=sys.stderr.isatty())
         print(f"initial load queued at {pos}; the standbys apply it when they connect")
         return 0
+    if args.cmd == "certs":
+        return _certs(args)
     if args.cmd == "demo":
         from hodr.demo import run_demo
 
@@ -149,6 +167,21 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from hodr import certs
+
+    if args.certs_cmd == "init":
+        cert, key = certs.init_ca(args.dir, days=args.days, force=args.force)
+        print(f"CA certificate {cert} (copy to every node: transport.tls_ca)")
+        print(f"CA key         {key} (mode 0600; keep it here, never on the nodes)")
+        return 0
+    files = certs.issue(args.dir, args.node, hosts=args.host, days=args.days, force=args.force)
+    print(f"certificate for {args.node}: {files.cert} and key {files.key} (mode 0600)")
+    print("copy ca.pem, the certificate and the key to the node; its config:")
+    print(f"  transport:\n    tls_ca: {files.ca}\n    tls_cert: {files.cert}\n    tls_key: {files.key}")
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
