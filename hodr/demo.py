@@ -5,6 +5,10 @@ Why it runs the real daemons (``hodr run`` as subprocesses with their own config
 wiring the pipeline in-process: the demo is what a new user tries first, so it should exercise
 exactly what they would deploy — config files, readiness, status files, SIGTERM shutdown.
 
+The daemons speak mutual TLS with a throwaway CA made in the work directory by ``hodr.certs`` —
+the same steps as ``hodr certs init`` / ``hodr certs issue`` — so the demo shows the deployed
+configuration, not a plaintext shortcut.
+
 The lag figure is measured from outside hodr, the way pg-notes.md measured native logical
 replication: ``statement_timestamp() - max(mtime)`` of ``pgbench_history`` on the standby, sampled
 while the workload runs (an upper bound of the commit → apply delay).
@@ -26,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from hodr import certs
 from hodr.errors import HodrError
 from hodr.pginstance import PgInstance, free_port, make_base_dir
 from hodr.status import Status, read_status
@@ -197,6 +202,14 @@ def run_demo(
 
         port = free_port()
         state = base / "hodr"
+        tls_dir = state / "tls"
+        if not (tls_dir / certs.CA_CERT).exists():
+            certs.init_ca(tls_dir, name="hodr demo CA")
+        tls_files = {n: certs.issue(tls_dir, n, force=True) for n in ("primary", "standby")}
+        tls_cfg = {
+            n: {"tls_ca": str(f.ca), "tls_cert": str(f.cert), "tls_key": str(f.key)}
+            for n, f in tls_files.items()
+        }
         p_cfg = {
             "node": "primary",
             "role": "primary",
@@ -210,7 +223,12 @@ def run_demo(
                 "application_name": "hodr_standby",
                 "initial_load": True,
             },
-            "transport": {"listen_host": "127.0.0.1", "port": port, "standbys": [{"name": "standby"}]},
+            "transport": {
+                "listen_host": "127.0.0.1",
+                "port": port,
+                "standbys": [{"name": "standby"}],
+                **tls_cfg["primary"],
+            },
             "status_interval_s": 0.5,
         }
         s_cfg = {
@@ -219,7 +237,12 @@ def run_demo(
             "data_dir": str(state / "standby"),
             "run_dir": str(state / "standby-run"),
             "target": {"dsn": standby.dsn(DB)},
-            "transport": {"primary_host": "127.0.0.1", "port": port},
+            "transport": {
+                "primary_host": "127.0.0.1",
+                "port": port,
+                "primary_name": "primary",
+                **tls_cfg["standby"],
+            },
             "status_interval_s": 0.5,
         }
         if sync:

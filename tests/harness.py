@@ -1,5 +1,10 @@
 """End-to-end harness: a primary and a standby PostgreSQL with real ``hodr run`` daemons between
-them, started, killed (-9) and restarted by PID, and a row-by-row comparison of both sides."""
+them, started, killed (-9) and restarted by PID, and a row-by-row comparison of both sides.
+
+The daemons speak mutual TLS with certificates made by ``hodr.certs`` in the work directory (what
+an operator does with ``hodr certs``), so every end-to-end test also proves the mTLS path;
+``tls=False`` runs them with ``transport.insecure: true``.  ``standbys=2`` adds a second standby
+database and daemon (``standby2`` / ``hodr_standby2``) fed by the same primary."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from hodr import certs
 from hodr.pginstance import PgInstance, free_port
 from hodr.status import Status, read_status
 from tests.conftest import wait_for
@@ -107,6 +113,9 @@ class Pair:
     daemons: list[HodrDaemon] = field(default_factory=list)
     hodr_primary: HodrDaemon | None = None
     hodr_standby: HodrDaemon | None = None
+    standby2: PgInstance | None = None
+    s2_cfg: dict[str, Any] | None = None
+    hodr_standby2: HodrDaemon | None = None
 
     @classmethod
     def create(
@@ -119,13 +128,27 @@ class Pair:
         source: dict[str, Any] | None = None,
         target: dict[str, Any] | None = None,
         standby_schema: str | None = None,
+        tls: bool = True,
+        standbys: int = 1,
+        transport: dict[str, Any] | None = None,
+        standby_transport: list[dict[str, Any]] | None = None,
     ) -> Pair:
+        """``transport``: extra keys for every node's transport section; ``standby_transport``:
+        extra keys per standby (index 0 = s1), e.g. a bandwidth cap on one of them."""
+        assert standbys in (1, 2)
         primary = pg_factory("primary")
         standby = pg_factory("standby")
-        for pg in (primary, standby):
+        standby2 = pg_factory("standby2") if standbys == 2 else None
+        dbs = [primary, standby] + ([standby2] if standby2 else [])
+        for pg in dbs:
             pg.psql(f"CREATE DATABASE {DB}")
         primary.psql(schema, DB)
-        standby.psql(schema if standby_schema is None else standby_schema, DB)
+        for pg in dbs[1:]:
+            pg.psql(schema if standby_schema is None else standby_schema, DB)
+        names = ["s1", "s2"][:standbys]
+        security = _security(workdir, ["primary", *names], tls)
+        extra = transport or {}
+        per_standby = list(standby_transport or []) + [{}] * standbys
         port = free_port()
         p_cfg = {
             "node": "primary",
@@ -144,27 +167,37 @@ class Pair:
             "transport": {
                 "listen_host": "127.0.0.1",
                 "port": port,
-                "standbys": [{"name": "s1"}],
+                "standbys": [{"name": n} for n in names],
                 "heartbeat_s": 0.5,
                 "dead_peer_s": 3,
                 "reconnect_max_s": 0.5,
+                **security["primary"],
+                **extra,
             },
         }
-        s_cfg = {
-            "node": "s1",
-            "role": "standby",
-            "data_dir": str(workdir / "s-data"),
-            "run_dir": str(workdir / "s-run"),
-            "status_interval_s": 0.2,
-            "target": {"dsn": standby.dsn(DB), **(target or {})},
-            "transport": {
-                "primary_host": "127.0.0.1",
-                "port": port,
-                "heartbeat_s": 0.5,
-                "dead_peer_s": 3,
-                "reconnect_max_s": 0.5,
-            },
-        }
+
+        def standby_cfg(i: int, pg: PgInstance) -> dict[str, Any]:
+            tag = "s" if i == 0 else f"s{i + 1}"
+            return {
+                "node": names[i],
+                "role": "standby",
+                "data_dir": str(workdir / f"{tag}-data"),
+                "run_dir": str(workdir / f"{tag}-run"),
+                "status_interval_s": 0.2,
+                "target": {"dsn": pg.dsn(DB), **(target or {})},
+                "transport": {
+                    "primary_host": "127.0.0.1",
+                    "port": port,
+                    "heartbeat_s": 0.5,
+                    "dead_peer_s": 3,
+                    "reconnect_max_s": 0.5,
+                    **security[names[i]],
+                    **extra,
+                    **per_standby[i],
+                },
+            }
+
+        s_cfg = standby_cfg(0, standby)
         if sync:
             primary.psql("ALTER SYSTEM SET synchronous_standby_names = 'hodr_s1'")
             primary.psql("SELECT pg_reload_conf()")
@@ -172,6 +205,11 @@ class Pair:
         pair.hodr_primary = HodrDaemon("primary", p_cfg, workdir)
         pair.hodr_standby = HodrDaemon("standby", s_cfg, workdir)
         pair.daemons = [pair.hodr_primary, pair.hodr_standby]
+        if standby2 is not None:
+            pair.standby2 = standby2
+            pair.s2_cfg = standby_cfg(1, standby2)
+            pair.hodr_standby2 = HodrDaemon("standby2", pair.s2_cfg, workdir)
+            pair.daemons.append(pair.hodr_standby2)
         return pair
 
     def start(self) -> Pair:
@@ -190,23 +228,45 @@ class Pair:
         return "\n".join(f"--- {d.name}:\n{d.tail(30)}" for d in self.daemons)
 
 
+def _security(workdir: Path, nodes: list[str], tls: bool) -> dict[str, dict[str, Any]]:
+    """Per node transport keys: TLS files made with hodr.certs (CA + one certificate per node,
+    the standbys told the primary's name), or ``insecure: true``."""
+    if not tls:
+        return {n: {"insecure": True} for n in nodes}
+    d = workdir / "tls"
+    if not (d / certs.CA_CERT).exists():
+        certs.init_ca(d)
+    out: dict[str, dict[str, Any]] = {}
+    for n in nodes:
+        files = certs.issue(d, n, force=True)
+        out[n] = {"tls_ca": str(files.ca), "tls_cert": str(files.cert), "tls_key": str(files.key)}
+        if n != nodes[0]:
+            out[n]["primary_name"] = nodes[0]
+    return out
+
+
 def table_rows(pg: PgInstance, table: str, order_by: str | None = None) -> list[str]:
     """Every row of ``table`` as its text form, in a deterministic order (row-by-row compare)."""
     order = order_by or "x::text"
     return pg.psql(f"SELECT x::text FROM {table} x ORDER BY {order}", DB).splitlines()
 
 
-def same_rows(pair: Pair, tables: list[str]) -> bool:
-    return all(table_rows(pair.primary, t) == table_rows(pair.standby, t) for t in tables)
+def same_rows(pair: Pair, tables: list[str], standby: PgInstance | None = None) -> bool:
+    other = standby or pair.standby
+    return all(table_rows(pair.primary, t) == table_rows(other, t) for t in tables)
 
 
-def wait_equal(pair: Pair, tables: list[str], timeout: float = 60) -> None:
-    """Wait until every table is row-by-row equal; on timeout show the first difference."""
+def wait_equal(pair: Pair, tables: list[str], timeout: float = 60, standby: PgInstance | None = None) -> None:
+    """Wait until every table is row-by-row equal on ``standby`` (default: the first one); on
+    timeout show the first difference."""
+    other = standby or pair.standby
     try:
-        wait_for(lambda: same_rows(pair, tables), timeout, f"tables {tables} to be equal on both sides")
+        wait_for(
+            lambda: same_rows(pair, tables, other), timeout, f"tables {tables} to be equal on both sides"
+        )
     except AssertionError:
         for t in tables:
-            a, b = table_rows(pair.primary, t), table_rows(pair.standby, t)
+            a, b = table_rows(pair.primary, t), table_rows(other, t)
             if a != b:
                 only_a = sorted(set(a) - set(b))[:3]
                 only_b = sorted(set(b) - set(a))[:3]
