@@ -1218,6 +1218,14 @@ class StandbyClient:
                     f"the primary at {self.primary} ended the TLS session: {exc.reason or exc} "
                     "(it rejected our certificate? see its log)"
                 ) from exc
+            except (OSError, RetryableTransportError) as exc:
+                if self.ssl_context is not None:
+                    raise
+                # A TLS primary drops a plaintext HELLO without a word: say what is likely.
+                raise RetryableTransportError(
+                    f"the primary at {self.primary} ended the connection during the handshake ({exc}); "
+                    "if it requires TLS: this standby has transport.insecure: true"
+                ) from exc
             if isinstance(msg, Refuse):
                 raise Refused(msg.reason, msg.fatal)
             if not isinstance(msg, Welcome):
