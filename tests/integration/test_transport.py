@@ -195,9 +195,17 @@ def no_leaked_threads() -> Iterator[None]:
 class Pair:
     """An outbox with a server and a queue with a client; closes everything at the end."""
 
-    def __init__(self, tmp_path: Path, *, settings: TransportSettings = FAST, via_proxy: dict | None = None):
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        settings: TransportSettings = FAST,
+        via_proxy: dict | None = None,
+        client_settings: TransportSettings | None = None,
+    ):
         self.tmp = tmp_path
         self.settings = settings
+        self.client_settings = client_settings or settings
         self.acks: list[tuple[str, int]] = []
         self.outbox = Outbox(tmp_path / "outbox", standbys=["s1"], ack_persist_interval=0.05)
         self.server = self._server(0)
@@ -218,7 +226,7 @@ class Pair:
 
     def _client(self, name: str = "s1") -> StandbyClient:
         port = self.proxy.port if self.proxy is not None else self.port
-        return StandbyClient("127.0.0.1", port, name, self.queue, settings=self.settings).start()
+        return StandbyClient("127.0.0.1", port, name, self.queue, settings=self.client_settings).start()
 
     def wait_synced(self, end: int, timeout: float = 30) -> None:
         wait_for(
@@ -541,5 +549,314 @@ def test_ssl_context_factories_plug_into_the_same_loop(tmp_path: Path) -> None:
     finally:
         assert client.close()
         assert server.close()
+        q.close()
+        ob.close()
+
+
+# =============================================================================================
+# Issue 5: mutual TLS, compression levels, fan-out at different speeds, detach, bandwidth cap
+# =============================================================================================
+def _with(**kw: object) -> TransportSettings:
+    return TransportSettings(**{**FAST.__dict__, **kw})
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, str, str]]:
+    """(ca, cert, key) per case: our CA's primary/s1/s2/intruder, s1 from another CA, s1 expired."""
+    import datetime as dt
+    import shutil
+
+    from hodr import certs
+
+    d = tmp_path_factory.mktemp("pki")
+    certs.init_ca(d)
+    out = {}
+    for n in ("primary", "s1", "s2", "intruder"):
+        f = certs.issue(d, n)
+        out[n] = (str(f.ca), str(f.cert), str(f.key))
+    other = d / "other"
+    certs.init_ca(other, name="another CA")
+    f = certs.issue(other, "s1")
+    out["other-ca"] = (out["s1"][0], str(f.cert), str(f.key))  # trusts our CA, signed by another
+    exp = d / "expired"
+    exp.mkdir()
+    for name in (certs.CA_CERT, certs.CA_KEY):
+        shutil.copy2(d / name, exp / name)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    f = certs.issue(exp, "s1", not_before=past - dt.timedelta(days=30), not_after=past)
+    out["expired"] = (str(f.ca), str(f.cert), str(f.key))
+    return out
+
+
+def _tls_files(entry: tuple[str, str, str]):  # type: ignore[no-untyped-def]
+    from hodr.replicate.tls import TlsFiles
+
+    return TlsFiles(*entry)
+
+
+class TlsEnds:
+    """A primary with mTLS for standbys s1, s2 and one standby client with the given identity."""
+
+    def __init__(self, tmp_path: Path, pki: dict, client: str | None, hello: str, primary_names=("primary",)):  # type: ignore[no-untyped-def]
+        from hodr.replicate.tls import client_context, server_context
+
+        self.outbox = Outbox(tmp_path / "ob", standbys=["s1", "s2"])
+        self.queue = DurableQueue(tmp_path / "q")
+        self.server = PrimaryServer(
+            "127.0.0.1",
+            0,
+            self.outbox,
+            ["s1", "s2"],
+            settings=FAST,
+            ssl_context=server_context(_tls_files(pki["primary"])),
+        ).start()
+        ctx = client_context(_tls_files(pki[client])) if client else None
+        self.client = StandbyClient(
+            "127.0.0.1",
+            self.server.address[1],
+            hello,
+            self.queue,
+            settings=FAST,
+            ssl_context=ctx,
+            primary_names=primary_names if client else None,
+        ).start()
+
+    def close(self) -> None:
+        assert self.client.close()
+        assert self.server.close()
+        self.queue.close()
+        self.outbox.close()
+
+
+def test_mtls_with_the_right_certificates_streams(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    ends = TlsEnds(tmp_path, pki, "s1", "s1")
+    try:
+        append_txns(ends.outbox, 1, 600)
+        wait_for(lambda: ends.outbox.acked("s1") == ends.outbox.end_seq, 20, "the mTLS stream to be acked")
+        assert_exact_copy(ends.outbox, ends.queue)
+        import ssl
+
+        assert ends.client._c.connected and ends.client.stats().connections == 1
+        assert ssl.TLSVersion.TLSv1_3.name in _negotiated_versions(ends.server)
+    finally:
+        ends.close()
+
+
+def _negotiated_versions(server: PrimaryServer) -> set[str]:
+    import ssl
+
+    with server._lock:
+        socks = [s._conn.sock for s in server._senders if s._conn is not None]
+    return {
+        ssl.TLSVersion.TLSv1_3.name if s.version() == "TLSv1.3" else str(s.version())
+        for s in socks
+        if isinstance(s, ssl.SSLSocket)
+    }
+
+
+# (client identity, HELLO name, primary names the standby accepts, primary's log, standby's log)
+REFUSALS = {
+    "other-ca": ("other-ca", "s1", ("primary",), "certificate rejected: unable to get local issuer", "TLS"),
+    "expired": ("expired", "s1", ("primary",), "certificate rejected: certificate has expired", "TLS"),
+    "name-not-configured": (
+        "intruder",
+        "intruder",
+        ("primary",),
+        "TLS certificate names intruder: not a configured standby",
+        "TLS certificate names intruder: not a configured standby",
+    ),
+    "hello-not-the-cert": (
+        "s2",
+        "s1",
+        ("primary",),
+        "HELLO name 's1' does not match the TLS certificate (s2)",
+        "HELLO name 's1' does not match the TLS certificate (s2)",
+    ),
+    "wrong-primary-name": (
+        "s1",
+        "s1",
+        ("db9",),
+        "closed",
+        "certificate names primary, expected one of: db9",
+    ),
+    "plaintext-client": (None, "s1", ("primary",), "TLS handshake failed", "transport.insecure: true"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_mtls_refusals_are_logged_on_both_sides_and_nothing_is_sent(
+    tmp_path: Path, pki, caplog: pytest.LogCaptureFixture, case: str
+) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    client_id, hello, primary_names, primary_says, standby_says = REFUSALS[case]
+    caplog.set_level(logging.INFO, logger="hodr.replicate.transport")
+    ends = TlsEnds(tmp_path, pki, client_id, hello, primary_names)
+    try:
+        append_txns(ends.outbox, 1, 50)
+
+        def logged(prefix: str, text: str) -> bool:
+            return any(
+                r.levelno >= logging.WARNING and r.getMessage().startswith(prefix) and text in r.getMessage()
+                for r in caplog.records
+            )
+
+        # The primary's line starts with "refusing <peer>" (TLS level) or "refusing <name>"
+        # (HELLO level) or, when the standby hung up, "standby ... connection ended".
+        wait_for(
+            lambda: logged("refusing", primary_says) or logged("standby", primary_says),
+            10,
+            f"the primary to log {primary_says!r}",
+        )
+        wait_for(
+            lambda: logged(f"standby {hello}:", standby_says), 10, f"the standby to log {standby_says!r}"
+        )
+        assert ends.server.connected() == ()
+        assert ends.queue.durable_seq == 0 and ends.outbox.acked("s1") == 0 and ends.outbox.acked("s2") == 0
+        assert all(st.records_sent == 0 for st in ends.server.stats().values())
+    finally:
+        ends.close()
+
+
+@pytest.mark.parametrize("level", range(8))
+def test_each_compression_level_round_trips(pair_factory, level: int) -> None:  # type: ignore[no-untyped-def]
+    p = pair_factory(settings=_with(compression=level))
+    append_txns(p.outbox, 1, 300)
+    p.wait_synced(p.outbox.end_seq)
+    assert_exact_copy(p.outbox, p.queue)
+    sent, got = p.server.stats()["s1"], p.client.stats()
+    assert sent.compression == got.compression == level
+    assert sent.bytes_raw == got.bytes_raw
+
+
+def test_level_7_puts_far_fewer_bytes_on_the_wire_than_level_0(tmp_path: Path) -> None:
+    wire = {}
+    for level in (0, 7):
+        p = Pair(tmp_path / str(level), settings=_with(compression=level))
+        try:
+            append_txns(p.outbox, 1, 600)
+            p.wait_synced(p.outbox.end_seq)
+            st = p.server.stats()["s1"]
+            wire[level] = (st.bytes_raw, st.bytes_wire)
+            assert st.records_sent == p.outbox.end_seq
+        finally:
+            p.close()
+    raw0, wire0 = wire[0]
+    raw7, wire7 = wire[7]
+    assert abs(raw0 - raw7) < raw0 / 100  # the same records (batching may differ by a frame or two)
+    assert wire0 > raw0  # level 0: raw plus frame headers
+    assert wire7 < raw7 / 4, wire  # pgbench-like rows compress well
+
+
+def test_compression_is_negotiated_down_to_the_lower_side(pair_factory) -> None:  # type: ignore[no-untyped-def]
+    p = pair_factory(settings=_with(compression=7), client_settings=_with(compression=2))
+    append_txns(p.outbox, 1, 100)
+    p.wait_synced(p.outbox.end_seq)
+    assert p.server.stats()["s1"].compression == p.client.stats().compression == 2
+    q = Pair(p.tmp / "off", settings=_with(compression=0), client_settings=_with(compression=5))
+    try:
+        append_txns(q.outbox, 1, 100)
+        q.wait_synced(q.outbox.end_seq)
+        st = q.server.stats()["s1"]
+        assert st.compression == 0 and st.bytes_wire > st.bytes_raw
+    finally:
+        q.close()
+
+
+def test_two_standbys_at_different_speeds_trim_and_release_only_to_the_slower(tmp_path: Path) -> None:
+    """s2 reads through a 1 Mbit/s cap: s1 finishes first; until s2 acks, the outbox keeps its
+    records and the released position stays at s2's commit; then both hold exact copies."""
+    ob = Outbox(tmp_path / "ob", standbys=["s1", "s2"], ack_persist_interval=0.05)
+    ob._store.max_segment_bytes = 16 << 10  # small segments so that trimming is visible
+    q1, q2 = DurableQueue(tmp_path / "q1"), DurableQueue(tmp_path / "q2")
+    server = PrimaryServer("127.0.0.1", 0, ob, ["s1", "s2"], settings=FAST).start()
+    port = server.address[1]
+    fast = StandbyClient("127.0.0.1", port, "s1", q1, settings=FAST).start()
+    slow = StandbyClient("127.0.0.1", port, "s2", q2, settings=_with(bandwidth_mbit=1.0)).start()
+    try:
+        started = time.monotonic()
+        append_txns(ob, 1, 1500)
+        end = ob.end_seq
+        wait_for(lambda: ob.acked("s1") == end, 20, "the fast standby to catch up")
+        s2_acked = ob.acked("s2")
+        assert s2_acked < end, "the capped standby should still be behind"
+        ob.trim()
+        assert ob.first_seq <= s2_acked + 1, "trimmed past the slower standby"
+        assert ob.released_position(["s1", "s2"]) == ob.cursor("s2").commit < commit_of(1500)
+        wait_for(lambda: ob.acked("s2") == end, 60, "the slow standby to catch up")
+        elapsed = time.monotonic() - started
+        raw = server.stats()["s2"].bytes_wire
+        # The cap held: about 125 kB/s (burst allowance aside).
+        assert raw / elapsed < 1.0 * 125_000 * 1.5, (raw, elapsed)
+        first_before = ob.first_seq
+        ob.trim()
+        assert ob.first_seq > first_before and ob.released_position(["s1", "s2"]) == commit_of(1500)
+        for q in (q1, q2):
+            want = [(s, decode_transaction(pl)) for s, pl in ob.read_from(ob.first_seq)]
+            got = [(s, t) for s, t in q.read_from(ob.first_seq)]
+            assert got == want and q.durable_seq == end
+        assert not fast.failed and not slow.failed
+    finally:
+        assert fast.close() and slow.close()
+        assert server.close()
+        q1.close()
+        q2.close()
+        ob.close()
+
+
+def test_a_detached_standby_is_cut_off_and_refused_until_attached(pair_factory) -> None:  # type: ignore[no-untyped-def]
+    p = pair_factory()
+    append_txns(p.outbox, 1, 100)
+    p.wait_synced(p.outbox.end_seq)
+    p.server.detach("s1", "300.0 MiB behind, over transport.max_lag_mb 256")
+    wait_for(lambda: p.client.failed, 5, "the detached standby to be refused")
+    assert "detached by the primary: 300.0 MiB behind" in p.client.failed
+    assert p.server.stats()["s1"].detached and p.server.connected() == ()
+    assert p.client.close()
+    p.server.attach("s1")
+    append_txns(p.outbox, 101, 200)
+    p.client = p._client()
+    p.wait_synced(p.outbox.end_seq)
+    assert_exact_copy(p.outbox, p.queue)
+
+
+def test_cuts_and_flips_under_tls_and_compression_lose_and_double_nothing(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    """The hostile proxy between TLS endpoints: a flipped byte breaks the TLS record MAC (the
+    frame checksum never even sees it), a cut ends the session; the stream resumes exactly."""
+    from hodr.replicate.tls import client_context, server_context
+
+    rng = random.Random(5)
+    ob = Outbox(tmp_path / "ob", standbys=["s1"])
+    q = DurableQueue(tmp_path / "q")
+    settings = _with(compression=4)
+    server = PrimaryServer(
+        "127.0.0.1", 0, ob, ["s1"], settings=settings, ssl_context=server_context(_tls_files(pki["primary"]))
+    ).start()
+    proxy = Proxy(
+        server.address[1],
+        cuts=[rng.randrange(3000, 20_000) for _ in range(4)] + [0, 0, 0, 0],
+        flips=[0, 0, 0, 0] + [rng.randrange(3000, 20_000) for _ in range(4)],
+    )
+    proxy.cuts = [c or None for c in proxy.cuts]  # type: ignore[misc]
+    proxy.flips = [f or None for f in proxy.flips]  # type: ignore[misc]
+    client = StandbyClient(
+        "127.0.0.1",
+        proxy.port,
+        "s1",
+        q,
+        settings=settings,
+        ssl_context=client_context(_tls_files(pki["s1"])),
+        primary_names=["primary"],
+    ).start()
+    try:
+        append_txns(ob, 1, 2500)
+        wait_for(lambda: ob.acked("s1") == ob.end_seq, 30, "the stream to get through the proxy")
+        assert proxy.cut_done == 4 and proxy.flips_done >= 4
+        assert not client.failed
+        assert_exact_copy(ob, q)
+    finally:
+        assert client.close()
+        assert server.close()
+        proxy.close()
         q.close()
         ob.close()
