@@ -88,9 +88,14 @@ class _Backoff:
 
 # --- primary --------------------------------------------------------------------------------------
 class PrimaryPipeline:
-    """Capture → assembler → outbox, and the transport server that feeds the standbys."""
+    """Capture → assembler → outbox, and the transport server that feeds the standbys.
 
-    def __init__(self, cfg: Config) -> None:
+    ``outbox_base``: for a promoted standby, the position it had applied at promotion; a new
+    outbox starts its history there, so peers that hold exactly that commit resume without a
+    reseed."""
+
+    def __init__(self, cfg: Config, outbox_base: LogPosition | None = None) -> None:
+        self.outbox_base = outbox_base or ZERO
         self.cfg = cfg
         self.data = cfg.data_path
         self._stop = threading.Event()
@@ -117,7 +122,8 @@ class PrimaryPipeline:
         self.data.mkdir(parents=True, exist_ok=True)
         self.state = NodeState.load(self.data)
         files = _tls_files(self.cfg)
-        self.outbox = Outbox(self.data / "outbox", standbys=[p.name for p in self.cfg.transport.standbys])
+        names = [p.name for p in self.cfg.transport.standbys]
+        self.outbox = Outbox(self.data / "outbox", standbys=names, base=self.outbox_base)
         self.server = PrimaryServer(
             self.cfg.transport.listen_host,
             self.cfg.transport.port,
@@ -600,6 +606,7 @@ class StandbyPipeline:
         self._problem = ""
         self.queue: DurableQueue | None = None
         self.client: StandbyClient | None = None
+        self._files: tls.TlsFiles | None = None
         self._thread: threading.Thread | None = None
         self._applied = ZERO
         self._applied_time = 0  # commit time (µs) of the last applied transaction
@@ -612,17 +619,54 @@ class StandbyPipeline:
         self.data.mkdir(parents=True, exist_ok=True)
         files = _tls_files(self.cfg)
         self.queue = DurableQueue(self.data / "queue")
-        self.client = StandbyClient(
-            self.cfg.transport.primary_host,
-            self.cfg.transport.port,
+        self._files = files
+        self.client = self._make_client(self.cfg.transport.primary_host, self.cfg.transport.port).start()
+        self._thread = threading.Thread(target=self._apply_main, name="apply", daemon=True)
+        self._thread.start()
+
+    def _make_client(self, host: str, port: int) -> StandbyClient:
+        assert self.queue is not None
+        files = self._files
+        return StandbyClient(
+            host,
+            port,
             self.cfg.node,
             self.queue,
             settings=TransportSettings.from_config(self.cfg.transport),
             ssl_context=tls.client_context(files) if files else None,
             primary_names=self.cfg.transport.primary_name if files else None,
-        ).start()
-        self._thread = threading.Thread(target=self._apply_main, name="apply", daemon=True)
-        self._thread.start()
+        )
+
+    # -- role-change hooks (hodr.replicate.node) -------------------------------------------------
+    def follow(self, host: str, port: int) -> None:
+        """Receive from another primary from now on (after a failover or a switchover)."""
+        if self.client is not None:
+            self.client.close(10)
+        self.client = self._make_client(host, port).start()
+
+    def stop_receiving(self, timeout: float = 10) -> None:
+        """Promotion step 1: nothing new arrives while the queue drains."""
+        if self.client is not None:
+            self.client.close(timeout)
+
+    def in_sync(self) -> bool:
+        """True when, at the last contact, this standby durably held everything the primary had
+        published (what ``require_sync`` demands before a promotion)."""
+        if self.client is None:
+            return False
+        rs = self.client.stats()
+        return rs.connections > 0 and rs.durable_seq >= rs.primary_end_seq
+
+    def drained(self) -> bool:
+        """Everything durably queued (complete transactions) is applied."""
+        if self.queue is None or not self._ready.is_set():
+            return False
+        dc = self.queue.last_durable_commit()
+        return dc is None or self._applied >= dc
+
+    @property
+    def applied(self) -> LogPosition:
+        return self._applied
 
     def stop(self, timeout: float) -> None:
         self._stop.set()
