@@ -118,7 +118,7 @@ class Daemon:
         sentence = self.pipeline.sentence()
         # Until the pipeline is up the role is "starting": nobody (the agent, a test) may take
         # a half-built primary for one.
-        role = self.cfg.role if self.pipeline.ready() else "starting"
+        role = getattr(self.pipeline, "role", self.cfg.role) if self.pipeline.ready() else "starting"
         status = self._make_status(role, sentence, **self.pipeline.snapshot())
         self._publish(status)
         if not self._ready_sent and self.pipeline.ready():

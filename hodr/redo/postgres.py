@@ -559,6 +559,13 @@ class PostgresSource:
         )
         return True
 
+    def emit_marker(self, text: str) -> LogPosition:
+        """Write a transactional ``hodr`` message into the source log (the end-of-epoch marker of
+        a planned switchover) and return its position; standbys that acked past it hold every
+        transaction of this epoch."""
+        row = self._sql("SELECT pg_logical_emit_message(true, 'hodr', %s)::text", (text,))
+        return LogPosition(self.epoch, parse_lsn(row[0][0]))
+
     def estimate_rows(self, tables: Sequence[Table]) -> int:
         """Planner's row estimate of ``tables`` (for the initial load's ETA); 0 if unknown."""
         if not tables:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from hodr.errors import CorruptData
 from hodr.replicate.fsutil import atomic_write, read_small
@@ -23,6 +24,11 @@ class NodeState:
     epoch: int = 1
     slot_ready: bool = False  # slot exists and the initial load (if any) is durable in the outbox
     slot: str = ""
+    # Rejoin guard (ocf-checklist §5.9): the epochs this node was primary in, with the position
+    # it started at and its last durable position then; ``diverged`` when a demotion could not
+    # prove that the standbys received everything (this node may hold transactions nobody has).
+    primary_epochs: tuple[dict[str, Any], ...] = ()
+    diverged: bool = False
 
     @classmethod
     def load(cls, data_dir: Path) -> NodeState:

@@ -47,8 +47,11 @@ LOAD_PART_ROWS = 20_000
 GROUP_S = 0.025
 
 
-def build(cfg: Config) -> PrimaryPipeline | StandbyPipeline:
-    return PrimaryPipeline(cfg) if cfg.role == "primary" else StandbyPipeline(cfg)
+def build(cfg: Config) -> Any:
+    """The daemon's pipeline: a ReplicaNode running the configured role, able to change it."""
+    from hodr.replicate.node import ReplicaNode
+
+    return ReplicaNode(cfg)
 
 
 # --- transport wiring: TLS contexts from the configuration ----------------------------------------

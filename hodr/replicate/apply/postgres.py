@@ -127,6 +127,41 @@ def release_standby(dsn: str) -> None:
     _set_database_read_only(dsn, False)
 
 
+def end_application_sessions(dsn: str) -> int:
+    """Demotion: terminate every client session of this database except hodr's own, so no
+    application keeps writing through a session opened while the database was writable.
+    Returns how many sessions were ended."""
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend' AND application_name NOT LIKE 'hodr%'"
+            ).fetchall()
+            return sum(1 for (ok,) in rows if ok)
+    except psycopg.Error as exc:
+        raise _map_error(exc, None, "end application sessions") from exc
+
+
+def mark_applied(dsn: str, position: LogPosition) -> None:
+    """Demotion: this database *is* the history up to ``position`` (it was the source), so as a
+    standby it must skip everything at or before it.  Overwrites hodr.applied unconditionally —
+    only for that case."""
+    target = PostgresTarget(dsn)
+    try:
+        target.setup()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SET default_transaction_read_only = off")
+            conn.execute(
+                "UPDATE hodr.applied SET epoch = %s, lsn = %s, seq = %s, applied_at = now() WHERE id = 1",
+                (position.epoch, position.lsn, position.seq),
+            )
+    except psycopg.Error as exc:
+        raise _map_error(exc, None, "record the demoted primary's position") from exc
+    finally:
+        target.close()
+
+
 def _set_database_read_only(dsn: str, read_only: bool) -> None:
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:

@@ -1,0 +1,285 @@
+"""A replica node: one role pipeline at a time, and the role changes the cluster manager asks for
+through the control socket (``promote``, ``demote``, ``follow``, ``drain``).
+
+Why here and not in the agent: a promotion must drain the durable queue, bump the epoch durably
+and start capture only after the applier has stopped (so the applier's own writes are never
+captured, architecture §7); only the daemon can order those steps.  The agent asks, polls the
+status file, and decides (election, scores, rejoin guard) — it never touches the pipeline.
+
+Each request starts at most one background job; repeating a request while it runs answers
+``in-progress`` (requests are idempotent), asking for the role the node already has answers
+``done``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import replace
+from typing import Any
+
+from hodr.config import Config
+from hodr.errors import HodrError
+from hodr.position import LogPosition
+from hodr.replicate.nodestate import NodeState
+from hodr.replicate.pipeline import PrimaryPipeline, StandbyPipeline
+from hodr.replicate.queue import DurableQueue
+
+log = logging.getLogger("hodr.node")
+
+
+class ReplicaNode:
+    """Implements the daemon's RolePipeline by delegating to the current role's pipeline."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.role = cfg.role
+        self.current: PrimaryPipeline | StandbyPipeline = (
+            PrimaryPipeline(cfg) if cfg.role == "primary" else StandbyPipeline(cfg)
+        )
+        self._lock = threading.Lock()
+        self._job: threading.Thread | None = None
+        self._job_name = ""
+        self._job_step = ""
+        self._job_error = ""
+        self._error: BaseException | None = None
+
+    # -- RolePipeline ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.current.start()
+
+    def stop(self, timeout: float) -> None:
+        if self._job is not None:
+            self._job.join(timeout)
+        self.current.stop(timeout)
+
+    def ready(self) -> bool:
+        return self._job is None and self.current.ready()
+
+    def error(self) -> BaseException | None:
+        return self._error or self.current.error()
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = self.current.snapshot()
+        state = NodeState.load(self.cfg.data_path)
+        extra = dict(snap.get("extra", {}))
+        extra.update(
+            {
+                "primary_epochs": list(state.primary_epochs),
+                "diverged": state.diverged,
+                "role_change": self._job_name,
+                "role_change_step": self._job_step,
+                "role_change_error": self._job_error,
+            }
+        )
+        snap["extra"] = extra
+        snap["epoch"] = max(snap.get("epoch", 0), state.epoch)
+        return snap
+
+    def sentence(self) -> str:
+        if self._job is not None:
+            return f"{self._job_name}: {self._job_step}"
+        return self.current.sentence()
+
+    # -- control -----------------------------------------------------------------------------------
+    def control(self, req: dict[str, Any]) -> dict[str, Any]:
+        what = req.get("request")
+        with self._lock:
+            if what in ("promote", "demote", "follow", "drain") and self._job is not None:
+                if self._job_name == what:
+                    return {"result": "in-progress", "sentence": self.sentence()}
+                return {"result": "refused", "reason": f"busy: {self._job_name} in progress"}
+            if what == "promote":
+                return self._promote_request(req)
+            if what == "demote":
+                return self._demote_request(req)
+            if what == "follow":
+                return self._follow_request(req)
+            if what == "drain":
+                return self._drain_request()
+        return self.current.control(req)
+
+    def _start_job(self, name: str, target: Any, *args: Any) -> dict[str, Any]:
+        self._job_name, self._job_step, self._job_error = name, "starting", ""
+
+        def run() -> None:
+            try:
+                target(*args)
+            except BaseException as exc:  # noqa: BLE001 - reported in the status; the agent decides
+                self._job_error = " ".join(str(exc).split()) or type(exc).__name__
+                log.error("%s failed: %s", name, self._job_error)
+            finally:
+                with self._lock:
+                    self._job = None
+
+        self._job = threading.Thread(target=run, name=name, daemon=True)
+        self._job.start()
+        return {"result": "in-progress", "sentence": f"{name}: starting"}
+
+    # -- promote -----------------------------------------------------------------------------------
+    def _promote_request(self, req: dict[str, Any]) -> dict[str, Any]:
+        state = NodeState.load(self.cfg.data_path)
+        epoch = int(req.get("epoch") or state.epoch + 1)
+        if self.role == "primary":
+            if epoch <= state.epoch:
+                return {"result": "done"}
+            return {"result": "refused", "reason": f"already primary in epoch {state.epoch}"}
+        sb = self.current
+        assert isinstance(sb, StandbyPipeline)
+        if not sb.ready():
+            return {"result": "refused", "reason": "standby is not running (target not reachable yet?)"}
+        if req.get("require_sync") and not sb.in_sync():
+            return {
+                "result": "refused",
+                "reason": "require_sync: this standby did not hold everything the primary had published",
+            }
+        if epoch <= max(state.epoch, sb.applied.epoch):
+            return {
+                "result": "refused",
+                "reason": f"epoch {epoch} is not after this node's epoch {state.epoch}",
+            }
+        deadline = time.monotonic() + float(req.get("deadline_s", 60))
+        return self._start_job("promote", self._promote, epoch, deadline)
+
+    def _promote(self, epoch: int, deadline: float) -> None:
+        from hodr.replicate.apply.postgres import release_standby
+
+        sb = self.current
+        assert isinstance(sb, StandbyPipeline)
+        self._job_step = "stopping the receiver"
+        sb.stop_receiving()
+        self._job_step = "draining the durable queue"
+        while not sb.drained():
+            if sb.error() is not None:
+                raise HodrError(f"promote: apply failed while draining: {sb.error()}")
+            if time.monotonic() > deadline:
+                raise HodrError("promote: the queue did not drain before the deadline")
+            time.sleep(0.05)
+        applied = sb.applied
+        self._job_step = f"applied {applied}; stopping the applier"
+        sb.stop(30)
+        # Durable before anything is written as primary: a crash from here on restarts this
+        # node as the primary of the new epoch, never as a standby of the old one (I1).
+        state = NodeState.load(self.cfg.data_path)
+        state = state.with_(
+            epoch=epoch,
+            slot_ready=False,
+            primary_epochs=(*state.primary_epochs, {"epoch": epoch, "start": str(applied)}),
+        )
+        state.save(self.cfg.data_path)
+        self._job_step = f"epoch {epoch}: database writable for applications"
+        release_standby(self.cfg.target.dsn)
+        # The outbox of an older epoch is a cache of a history that is over: start anew at the
+        # applied position, so peers holding exactly that commit resume without a reseed.
+        shutil.rmtree(self.cfg.data_path / "outbox", ignore_errors=True)
+        src = replace(self.cfg.source, dsn=self.cfg.source.dsn or self.cfg.target.dsn, initial_load=False)
+        cfg = replace(self.cfg, role="primary", source=src)
+        self._job_step = f"epoch {epoch}: starting capture (new slot)"
+        pp = PrimaryPipeline(cfg, outbox_base=applied)
+        self.current, self.role = pp, "primary"
+        pp.start()
+        while not pp.ready():
+            if pp.error() is not None:
+                raise HodrError(f"promote: capture failed to start: {pp.error()}")
+            if time.monotonic() > deadline:
+                raise HodrError("promote: capture did not start before the deadline")
+            time.sleep(0.05)
+        log.info("promoted: primary in epoch %d from %s", epoch, applied)
+
+    # -- demote ------------------------------------------------------------------------------------
+    def _demote_request(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self.role == "standby":
+            host = req.get("host")
+            if host:
+                return self._follow_request(req)
+            return {"result": "done"}
+        deadline = time.monotonic() + float(req.get("deadline_s", 60))
+        return self._start_job(
+            "demote", self._demote, req.get("host") or "", int(req.get("port") or 0), deadline
+        )
+
+    def _demote(self, host: str, port: int, deadline: float) -> None:
+        from hodr.replicate.apply.postgres import end_application_sessions, mark_applied, prepare_standby
+
+        pp = self.current
+        assert isinstance(pp, PrimaryPipeline)
+        dsn = self.cfg.source.dsn or self.cfg.target.dsn
+        self._job_step = "database read-only for applications"
+        prepare_standby(dsn)
+        ended = end_application_sessions(dsn)
+        if ended:
+            log.info("demote: ended %d application sessions", ended)
+        state = NodeState.load(self.cfg.data_path)
+        acked = False
+        if pp.source is not None and pp.outbox is not None:
+            self._job_step = "writing the end-of-epoch marker"
+            marker = pp.source.emit_marker(f"end of epoch {state.epoch}")
+            self._job_step = f"waiting for the standbys to ack the marker {marker}"
+            required = [p.name for p in self.cfg.transport.standbys if p.required]
+            while time.monotonic() < deadline - 2:
+                if pp.outbox.released_position(required) >= marker:
+                    acked = True
+                    break
+                time.sleep(0.05)
+        last = pp.outbox.last_commit() if pp.outbox is not None else LogPosition(state.epoch, 0)
+        if not acked:
+            log.warning(
+                "demote: standbys did not ack the end of epoch %d: this node may hold "
+                "transactions nobody else received (marked diverged)",
+                state.epoch,
+            )
+        self._job_step = "stopping capture"
+        pp.stop(30)
+        # This database is the history up to `last`: as a standby it skips everything before.
+        mark_applied(dsn, last)
+        shutil.rmtree(self.cfg.data_path / "queue", ignore_errors=True)
+        q = DurableQueue(self.cfg.data_path / "queue")
+        q.reset_lineage(f"demoted-{uuid.uuid4().hex}", 1, base_commit=last)
+        q.close()
+        epochs = tuple(
+            {**e, "last": str(last)} if e.get("epoch") == state.epoch else e for e in state.primary_epochs
+        )
+        state = state.with_(
+            primary_epochs=epochs or ({"epoch": state.epoch, "last": str(last)},), diverged=not acked
+        )
+        state.save(self.cfg.data_path)
+        t = self.cfg.transport
+        cfg = replace(
+            self.cfg,
+            role="standby",
+            transport=replace(t, primary_host=host or t.primary_host, port=port or t.port),
+        )
+        self._job_step = f"following {cfg.transport.primary_host}:{cfg.transport.port}"
+        sb = StandbyPipeline(cfg)
+        self.current, self.role = sb, "standby"
+        sb.start()
+        log.info(
+            "demoted: standby from %s (end of epoch %d %s)",
+            last,
+            state.epoch,
+            "acked" if acked else "NOT acked",
+        )
+
+    # -- follow / drain ----------------------------------------------------------------------------
+    def _follow_request(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self.role != "standby":
+            return {"result": "refused", "reason": "only a standby follows a primary"}
+        host = str(req.get("host") or "")
+        if not host:
+            return {"result": "refused", "reason": "follow: host is required"}
+        port = int(req.get("port") or self.cfg.transport.port)
+        sb = self.current
+        assert isinstance(sb, StandbyPipeline)
+        if sb.client is not None and sb.client.primary == f"{host}:{port}":
+            return {"result": "done"}
+        sb.follow(host, port)
+        return {"result": "done"}
+
+    def _drain_request(self) -> dict[str, Any]:
+        sb = self.current
+        if not isinstance(sb, StandbyPipeline):
+            return {"result": "done"}
+        return {"result": "done"} if sb.drained() else {"result": "in-progress", "sentence": sb.sentence()}
