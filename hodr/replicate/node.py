@@ -114,6 +114,7 @@ class ReplicaNode:
             finally:
                 with self._lock:
                     self._job = None
+                    self._job_name = self._job_step = ""
 
         self._job = threading.Thread(target=run, name=name, daemon=True)
         self._job.start()
@@ -233,6 +234,12 @@ class ReplicaNode:
             )
         self._job_step = "stopping capture"
         pp.stop(30)
+        # The slot of the epoch that ended would retain WAL forever: a later promotion creates
+        # a new one (after its drain, so the applier's writes are never captured).
+        from hodr.redo.postgres import PostgresSource
+
+        with PostgresSource(dsn, slot=self.cfg.source.slot, publication=self.cfg.source.publication) as src:
+            src.drop_slot()
         # This database is the history up to `last`: as a standby it skips everything before.
         mark_applied(dsn, last)
         shutil.rmtree(self.cfg.data_path / "queue", ignore_errors=True)
@@ -273,6 +280,8 @@ class ReplicaNode:
         port = int(req.get("port") or self.cfg.transport.port)
         sb = self.current
         assert isinstance(sb, StandbyPipeline)
+        if sb.queue is None:
+            return {"result": "refused", "reason": "follow: the standby is still starting; ask again"}
         if sb.client is not None and sb.client.primary == f"{host}:{port}":
             return {"result": "done"}
         sb.follow(host, port)

@@ -1,0 +1,141 @@
+"""Planned switchover and switch-back between two real PostgreSQL servers with real daemons,
+driven through the control socket exactly as ocf:hodr:hodr-replica does (demote the primary,
+which waits for the standby to ack its end-of-epoch marker, then promote the standby).
+Zero lost transactions in async mode, and the old primary follows the new one without a reseed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hodr.pginstance import free_port
+from hodr.status import control_request
+from tests.conftest import wait_for
+from tests.harness import DB, HodrDaemon, _security, table_rows
+
+pytestmark = pytest.mark.pg
+
+SCHEMA = (
+    "CREATE TABLE acc (id int PRIMARY KEY, v int); CREATE TABLE audit (who text PRIMARY KEY, xid bigint);"
+)
+
+
+def _cfg(
+    name: str, role: str, pg: Any, port: int, peer: str, workdir: Path, sec: dict[str, Any]
+) -> dict[str, Any]:
+    tls = {k: v for k, v in sec.items() if k != "primary_name"}
+    return {
+        "node": name,
+        "role": role,
+        "data_dir": str(workdir / f"{name}-data"),
+        "run_dir": str(workdir / f"{name}-run"),
+        "status_interval_s": 0.2,
+        "source": {
+            "dsn": pg.dsn(DB),
+            "slot": "hodr",
+            "publication": "hodr",
+            "application_name": f"hodr_{name}",
+        },
+        "target": {"dsn": pg.dsn(DB)},
+        "transport": {
+            "listen_host": "127.0.0.1",
+            "port": port,
+            "primary_host": "127.0.0.1",
+            "standbys": [{"name": peer}],
+            "primary_name": ["a", "b"],
+            "heartbeat_s": 0.5,
+            "dead_peer_s": 3,
+            "reconnect_max_s": 0.5,
+            **tls,
+        },
+    }
+
+
+def _wait_role(d: HodrDaemon, role: str, timeout: float = 60) -> None:
+    def ok() -> bool:
+        st = d.status()
+        if st is None:
+            return False
+        if st.extra.get("role_change_error"):
+            raise AssertionError(f"{d.name}: {st.extra['role_change_error']}\n{d.tail()}")
+        return st.role == role and not st.extra.get("role_change")
+
+    wait_for(ok, timeout, f"{d.name} to be {role}")
+
+
+def _ask(d: HodrDaemon, request: str, **args: Any) -> dict[str, Any]:
+    """Ask until accepted: the daemon may still be starting (no socket yet, or 'ask again')."""
+
+    def accepted() -> dict[str, Any] | None:
+        reply = control_request(d.run_dir, request, **args)
+        if reply["result"] == "refused" and "ask again" not in reply.get("reason", ""):
+            raise AssertionError(f"{d.name} refused {request}: {reply}")
+        return reply if reply["result"] in ("done", "in-progress") else None
+
+    return wait_for(accepted, 30, f"{d.name} to accept {request}")
+
+
+def _write(pg: Any, who: str, n: int) -> None:
+    with pg.connect(DB) as conn:
+        for i in range(n):
+            # one row per source transaction, keyed by the writer (xids restart on each server)
+            conn.execute("INSERT INTO audit VALUES (%s, txid_current())", (f"{who}-{i}",))
+            conn.execute(
+                "INSERT INTO acc VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET v = acc.v + 1", (i % 50, i)
+            )
+
+
+def _equal(a: Any, b: Any) -> bool:
+    return all(table_rows(a, t) == table_rows(b, t) for t in ("acc", "audit"))
+
+
+def test_switchover_and_back_loses_nothing(pg_factory, tmp_path: Path) -> None:
+    pa, pb = pg_factory("a"), pg_factory("b")
+    for pg in (pa, pb):
+        pg.psql(f"CREATE DATABASE {DB}")
+        pg.psql(SCHEMA, DB)
+    port_a, port_b = free_port(), free_port()
+    sec = _security(tmp_path, ["a", "b"], True)
+    a = HodrDaemon("a", _cfg("a", "primary", pa, port_a, "b", tmp_path, sec["a"]), tmp_path)
+    b = HodrDaemon("b", _cfg("b", "standby", pb, port_b, "a", tmp_path, sec["b"]), tmp_path)
+    try:
+        _write(pa, "before-start", 20)
+        a.start().wait_ready()
+        b.start()
+        _ask(b, "follow", host="127.0.0.1", port=port_a)
+        b.wait_ready()
+        _write(pa, "epoch1", 200)
+        wait_for(lambda: _equal(pa, pb), 60, "b to catch up with a")
+
+        # Switchover a → b: demote a (it waits for b to ack its end-of-epoch marker), promote b.
+        _ask(a, "demote", host="127.0.0.1", port=port_b, deadline_s=30)
+        _wait_role(a, "standby")
+        assert a.status().extra["diverged"] is False, "the marker was not acked"
+        _ask(b, "promote", epoch=2, deadline_s=30)
+        _wait_role(b, "primary")
+        assert b.status().epoch == 2
+        _write(pb, "epoch2", 200)
+        wait_for(lambda: _equal(pa, pb), 60, "a (now standby) to follow b")
+
+        # Applications cannot write on the demoted node.
+        with pytest.raises(Exception, match="read-only"):
+            with pa.connect(DB) as conn:
+                conn.execute("INSERT INTO acc VALUES (999, 0)")
+
+        # And back: b → a in epoch 3.
+        _ask(b, "demote", host="127.0.0.1", port=port_a, deadline_s=30)
+        _wait_role(b, "standby")
+        _ask(a, "promote", epoch=3, deadline_s=30)
+        _wait_role(a, "primary")
+        _write(pa, "epoch3", 100)
+        wait_for(lambda: _equal(pa, pb), 60, "b to follow a again")
+        n = int(pa.psql("SELECT count(*) FROM audit", DB))
+        assert n == 20 + 200 + 200 + 100, f"{n} transactions in the audit table"
+        # Exactly one slot, on the current primary only.
+        assert pa.psql("SELECT count(*) FROM pg_replication_slots") == "1"
+        assert pb.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    finally:
+        for d in (b, a):
+            d.stop(15)
