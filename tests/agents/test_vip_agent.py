@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -154,13 +155,19 @@ def _lacks_pyroute2(python: str) -> bool:
 
 
 @pytest.mark.skipif(not _lacks_pyroute2(SYSTEM_PYTHON), reason=f"needs a {SYSTEM_PYTHON} without pyroute2")
-def test_interpreter_without_pyroute2(host: Host, params: dict[str, str]) -> None:
-    """Pacemaker's PATH may find a python3 without pyroute2: reads still work, writes say so (5)."""
+def test_interpreter_without_pyroute2(host: Host, params: dict[str, str], tmp_path: Path) -> None:
+    """Pacemaker's PATH may find a python3 without pyroute2 and no .venv to continue in (the
+    shim re-execs into the repository's .venv when there is one): reads still work, writes
+    say so (5).  The shim runs from a copy whose directory has the package but no .venv."""
+    (tmp_path / "ocf").mkdir()
+    agent = tmp_path / "ocf" / "hodr-vip"
+    shutil.copy2(AGENT, agent)
+    (tmp_path / "hodr").symlink_to(Path(AGENT).resolve().parent.parent / "hodr")
 
     def run(action: str) -> subprocess.CompletedProcess[str]:
         env = [f"OCF_RESKEY_{k}={v}" for k, v in params.items()] + ["OCF_RESKEY_CRM_meta_interval=0"]
         return host.exec(
-            "env", "-i", "PATH=/usr/bin:/bin", *env, SYSTEM_PYTHON, str(AGENT), action, check=False
+            "env", "-i", "PATH=/usr/bin:/bin", *env, SYSTEM_PYTHON, str(agent), action, check=False
         )
 
     assert run("validate-all").returncode == 0
