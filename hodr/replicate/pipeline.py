@@ -111,7 +111,7 @@ class PrimaryPipeline:
         self.source: Any = None
         self._thread: threading.Thread | None = None
         self._required = [p.name for p in cfg.transport.standbys if p.required]
-        self._lagging: set[str] = set()  # over transport.max_lag_mb (alerted once per episode)
+        self._lagging: dict[str, float] = {}  # over transport.max_lag_mb: name → since (monotonic)
         self._detached: dict[str, str] = {}  # name → reason; persisted in DETACHED_FILE
         self._capture_pos = ZERO
         self._txns = 0
@@ -178,7 +178,7 @@ class PrimaryPipeline:
             if name not in {p.name for p in self.cfg.transport.standbys}:
                 return {"result": "refused", "reason": f"unknown standby {name!r}"}
             self._detached.pop(name, None)
-            self._lagging.discard(name)
+            self._lagging.pop(name, None)
             self._save_detached()
             if self.server:
                 self.server.attach(name)
@@ -255,34 +255,42 @@ class PrimaryPipeline:
     # -- lag policy (transport.max_lag_mb / detach_lagging, I6) -------------------------------------
     def _lag_policy(self) -> None:
         """Mark and alert a standby whose unacked outbox bytes exceed ``max_lag_mb``; with
-        ``detach_lagging`` detach it, so that it stops holding back the source log (and sync-mode
-        commits) instead of filling the primary's disk.  Alerts are logged once per episode."""
+        ``detach_lagging`` detach it once it stayed over the limit for ``dead_peer_s``, so that
+        it stops holding back the source log (and sync-mode commits) instead of filling the
+        primary's disk.  Alerts are logged once per episode.
+
+        Why the grace period: one large transaction puts even a healthy standby over a small
+        limit until it has acked it (milliseconds to seconds); only a standby that cannot get
+        back under the limit is lagging for real."""
         t = self.cfg.transport
         if self.outbox is None or self.server is None or t.max_lag_mb <= 0:
             return
         limit = t.max_lag_mb * (1 << 20)
+        now = time.monotonic()
         for p in t.standbys:
             if p.name in self._detached:
                 continue
             lag = self.outbox.lag_bytes(p.name)
             if lag > limit:
                 if p.name not in self._lagging:
-                    self._lagging.add(p.name)
+                    self._lagging[p.name] = now
                     log.warning(
                         "standby %s is %.1f MiB behind (transport.max_lag_mb %g)%s",
                         p.name,
                         lag / (1 << 20),
                         t.max_lag_mb,
-                        "; detaching it" if t.detach_lagging else "",
+                        f"; detaching it unless it catches up within {t.dead_peer_s:g}s"
+                        if t.detach_lagging
+                        else "",
                     )
-                if t.detach_lagging:
+                if t.detach_lagging and now - self._lagging[p.name] >= t.dead_peer_s:
                     self._detach(
                         p.name,
                         f"{lag / (1 << 20):.1f} MiB behind, over transport.max_lag_mb {t.max_lag_mb:g}; "
                         f"reseed it, or send 'attach' if the outbox still holds its position",
                     )
             elif p.name in self._lagging:
-                self._lagging.discard(p.name)
+                del self._lagging[p.name]
                 log.info(
                     "standby %s is back within transport.max_lag_mb (%.1f MiB behind)", p.name, lag / 2**20
                 )
