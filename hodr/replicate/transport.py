@@ -1213,10 +1213,15 @@ class StandbyClient:
                 raise
             except ssl.SSLError as exc:
                 # TLS 1.3: the primary checks our certificate after our side of the handshake
-                # completed, so its verdict arrives as an alert on the first read.
-                raise TlsRefused(
-                    f"the primary at {self.primary} ended the TLS session: {exc.reason or exc} "
-                    "(it rejected our certificate? see its log)"
+                # completed, so its verdict arrives as an alert on the first read.  Other alerts
+                # (a bad record MAC: bytes damaged on the way) are ordinary transport errors.
+                reason = str(exc.reason or exc)
+                if any(w in reason.upper() for w in ("CERTIFICATE", "UNKNOWN_CA", "ACCESS_DENIED")):
+                    raise TlsRefused(
+                        f"the primary at {self.primary} refused our TLS certificate: {reason} (see its log)"
+                    ) from exc
+                raise RetryableTransportError(
+                    f"TLS error from the primary at {self.primary} during the handshake: {reason}"
                 ) from exc
             except (OSError, RetryableTransportError) as exc:
                 if self.ssl_context is not None:
