@@ -74,7 +74,7 @@ def fanout(pg_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
         standbys=2,
         source={"logical_decoding_work_mem": "64kB"},
         transport={"compression": 3},
-        standby_transport=[{}, {"bandwidth_mbit": 16}],  # s2 is the slow one
+        standby_transport=[{}, {"bandwidth_mbit": 40}],  # s2 is the slow one
     )
     yield p
     p.close()
@@ -98,7 +98,7 @@ def test_two_standbys_through_a_hostile_proxy_end_equal_and_the_slot_waits_for_t
         pair.hodr_standby.wait_ready()
         wait_for(lambda: (p := peer(pair, "s1")) and p.acked_seq, 30, "s1 to ack the initial load")
         held = confirmed_flush(pair)
-        run_workload(pair, workers=2, txns=80, seed=11)
+        run_workload(pair, workers=2, txns=40, seed=11)
         wait_equal(pair, TABLES, timeout=120)  # s1 is complete, through the proxy's faults
         s1, s2 = peer(pair, "s1"), peer(pair, "s2")
         assert s1 is not None and s2 is not None and s1.acked_seq > s2.acked_seq == 0
@@ -107,13 +107,13 @@ def test_two_standbys_through_a_hostile_proxy_end_equal_and_the_slot_waits_for_t
         assert outbox_segments and int(outbox_segments[0].stem) <= s2.acked_seq + 1
 
         pair.hodr_standby2.start()  # type: ignore[union-attr]
-        run_workload(pair, workers=2, txns=40, seed=12)
+        run_workload(pair, workers=2, txns=20, seed=12)
         wait_equal(pair, TABLES, timeout=180)
         wait_equal(pair, TABLES, timeout=180, standby=pair.standby2)
         wait_for(lambda: confirmed_flush(pair) > held, 30, "the slot to advance once both acked")
         n = int(pair.primary.psql("SELECT count(*) FROM audit", DB))
         for pg in (pair.standby, pair.standby2):
-            assert pg is not None and int(pg.psql("SELECT count(*) FROM audit", DB)) == n > 100
+            assert pg is not None and int(pg.psql("SELECT count(*) FROM audit", DB)) == n > 60
         faults = sum(p.cut_done + p.flips_done for p in proxies)
         assert faults >= 8, f"the proxies injected only {faults} faults"
         s1, s2 = peer(pair, "s1"), peer(pair, "s2")
@@ -148,11 +148,12 @@ def test_a_standby_over_the_lag_limit_is_detached_and_stops_holding_the_slot(lag
     pair.hodr_standby.wait_ready()
     wait_for(lambda: (p := peer(pair, "s1")) and p.acked_seq, 30, "s1 to ack the initial load")
     held = confirmed_flush(pair)
-    run_workload(pair, workers=2, txns=60, seed=21)  # several MiB while s2 is away
+    run_workload(pair, workers=2, txns=30, seed=21)  # several MiB while s2 is away
     wait_for(lambda: (p := peer(pair, "s2")) and p.detached, 30, "s2 to be detached")
     s2 = peer(pair, "s2")
     assert s2.lagging and "over transport.max_lag_mb 1;" in s2.detached  # type: ignore[union-attr]
-    assert "DETACHED" in pair.hodr_primary.status().sentence  # type: ignore[union-attr]
+    # (the sentence of a cycle is made before its snapshot: the next cycle says it)
+    wait_for(lambda: "s2 DETACHED" in pair.hodr_primary.status().sentence, 5, "the sentence to say it")  # type: ignore[union-attr]
     log = pair.hodr_primary.log_path.read_text()
     assert "standby s2 is" in log and "standby s2 DETACHED" in log
     # s2 no longer counts: the slot follows s1 alone.
