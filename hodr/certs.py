@@ -30,6 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from hodr.errors import HodrError
 
 CA_CERT = "ca.pem"
@@ -85,18 +90,14 @@ def _refuse_existing(paths: Sequence[Path], force: bool) -> None:
         raise CertsError(f"refusing to overwrite {', '.join(existing)} (use --force to replace)")
 
 
-def _key_pem(key: object) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return key.private_bytes(  # type: ignore[attr-defined, no-any-return]
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 
-def _cert_pem(cert: object) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return cert.public_bytes(serialization.Encoding.PEM)  # type: ignore[attr-defined, no-any-return]
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def init_ca(
@@ -107,11 +108,6 @@ def init_ca(
     force: bool = False,
 ) -> tuple[Path, Path]:
     """Create ``ca.pem`` and ``ca.key`` (0600) in ``directory``; returns (cert, key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = d / CA_CERT, d / CA_KEY
@@ -170,11 +166,6 @@ def issue(
     tools that verify host names; hodr itself checks the node name only.  ``not_before`` /
     ``not_after`` override the validity window (tests and expiry drills).
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     if not _NODE_RE.match(node):
         raise CertsError(f"node name {node!r}: expected 1-63 characters [A-Za-z0-9_.-]")
     d = Path(directory)
@@ -242,9 +233,6 @@ def issue(
 
 def cert_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """CN and SAN DNS names of a PEM certificate (for messages and tests)."""
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
     cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
     names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     with contextlib.suppress(x509.ExtensionNotFound):
