@@ -521,8 +521,9 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_ssl_context_factories_plug_into_the_same_loop(tmp_path: Path) -> None:
-    """TLS proper (mTLS, certificates, config) is a later issue; this proves the non-blocking
-    loop works over SSLSocket (want-read/want-write, pending()) with injected contexts."""
+    """The non-blocking loop works over SSLSocket (want-read/want-write, pending()) with any
+    injected contexts; a server that asks for no client certificate checks no names (the mTLS
+    contexts of tls.py and their refusals are tested below)."""
     import ssl
 
     cert, key = _self_signed(tmp_path)
