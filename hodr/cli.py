@@ -97,6 +97,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from hodr.config import load, to_dict
 
         cfg = load(args.config)
+        from hodr.config import tls_errors
+
+        problems = tls_errors(cfg)
+        if problems:
+            print(f"hodr: invalid configuration: {args.config}: {'; '.join(problems)}", file=sys.stderr)
+            return 2
         if args.print:
             import yaml
 
@@ -209,9 +215,12 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  capture {st.capture or '-'}  released {st.released or '-'}  outbox end seq {st.outbox_end}")
         for p in st.peers:
             state = "connected" if p.connected else "DISCONNECTED"
+            flags = "" if p.required else ", optional"
+            flags += ", LAGGING" if p.lagging else ""
+            flags += f", DETACHED: {p.detached}" if p.detached else ""
             print(
                 f"  standby {p.name}: {state}, acked {p.acked or '-'} (seq {p.acked_seq}), "
-                f"behind {p.lag_bytes} bytes{'' if p.required else ', optional'}"
+                f"behind {p.lag_bytes} bytes, wire/raw {p.wire_bytes}/{p.sent_bytes} bytes{flags}"
             )
     else:
         print(

@@ -557,12 +557,17 @@ class Outbox:
         return None
 
     # -- trimming -----------------------------------------------------------------------------
-    def trim(self) -> int:
-        """Delete segments every registered standby has acked; returns how many were removed."""
+    def trim(self, exclude: Iterable[str] = ()) -> int:
+        """Delete segments every registered standby has acked; returns how many were removed.
+
+        ``exclude`` names standbys detached for lagging too far: they no longer hold history
+        back (that is the point of detaching them; they need a reseed to come back in full)."""
+        skip = set(exclude)
         with self._lock:
-            if not self._standbys:
+            keep = [c.seq for n, c in self._standbys.items() if n not in skip]
+            if not keep:
                 return 0  # nobody to protect is not a licence to drop history
-            upto = min(c.seq for c in self._standbys.values())
+            upto = min(keep)
         new_first = self._store.first_seq_after_trim(upto)
         if new_first <= self._store.first_seq:
             return 0

@@ -248,7 +248,7 @@ class PrimaryPipeline:
         if self.outbox is not None and now - self._last_trim > 5.0:
             self._last_trim = now
             try:
-                self.outbox.trim()
+                self.outbox.trim(exclude=list(self._detached))
             except HodrError as exc:
                 log.warning("outbox trim: %s", exc)
 

@@ -217,6 +217,17 @@ def test_trim_removes_what_every_standby_acked(tmp_path: Path) -> None:
         assert ob.cursor("late") == Cursor(first - 1, commit_of(first - 1))
 
 
+def test_a_detached_standby_no_longer_holds_history_back(tmp_path: Path) -> None:
+    with Outbox(tmp_path, standbys=["fast", "slow"], max_segment_bytes=1500, ack_persist_interval=0) as ob:
+        for i in range(1, 101):
+            ob.append(txn(i))
+        ob.ack("fast", 90)
+        assert ob.trim() == 0  # slow acked nothing: everything is kept for it
+        assert ob.trim(exclude=["slow"]) > 0  # detached: only fast's position counts
+        assert 1 < ob.first_seq <= 91
+        assert ob.trim(exclude=["fast", "slow"]) == 0  # nobody left to protect: keep history
+
+
 def test_no_registered_standby_means_no_trim(tmp_path: Path) -> None:
     with Outbox(tmp_path, max_segment_bytes=500) as ob:
         for i in range(1, 30):
