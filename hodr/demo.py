@@ -28,12 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hodr import certs
+from hodr.daemonproc import DaemonProcess
 from hodr.errors import HodrError
 from hodr.pginstance import PgInstance, free_port, make_base_dir
-from hodr.status import Status, read_status
 
 DB = "demo"
 
@@ -85,51 +83,7 @@ class DemoResult:
         return dict(self.__dict__)
 
 
-class _Daemon:
-    """A ``hodr run`` subprocess with its config, stopped by PID (never by name)."""
-
-    def __init__(self, name: str, cfg: dict[str, Any], workdir: Path) -> None:
-        self.name = name
-        self.cfg_path = workdir / f"{name}.yml"
-        self.cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        self.run_dir = Path(cfg["run_dir"])
-        self.log_path = workdir / f"{name}.out"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        out = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hodr", "run", str(self.cfg_path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        out.close()
-
-    def status(self) -> Status | None:
-        return read_status(self.run_dir)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self, lines: int = 5) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 30) -> None:
-        if not self.proc or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-def _wait(pred: Any, timeout: float, what: str, daemons: list[_Daemon] = ()) -> Any:  # type: ignore[assignment]
+def _wait(pred: Any, timeout: float, what: str, daemons: list[DaemonProcess] = ()) -> Any:  # type: ignore[assignment]
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
@@ -174,7 +128,7 @@ def run_demo(
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if quiet else (lambda m: print(m, flush=True))
     primary = PgInstance(base, "primary-db")
     standby = PgInstance(base, "standby-db")
-    daemons: list[_Daemon] = []
+    daemons: list[DaemonProcess] = []
     result = DemoResult(seconds=seconds, workdir=str(base))
     try:
         say(f"hodr demo: work dir {base}")
@@ -248,7 +202,7 @@ def run_demo(
         if sync:
             primary.psql("ALTER SYSTEM SET synchronous_standby_names = 'hodr_standby'")
             primary.psql("SELECT pg_reload_conf()")
-        daemons = [_Daemon("primary", p_cfg, base), _Daemon("standby", s_cfg, base)]
+        daemons = [DaemonProcess("primary", p_cfg, base), DaemonProcess("standby", s_cfg, base)]
         for d in daemons:
             d.start()
         say("  hodr primary and standby daemons started; waiting for the initial load")

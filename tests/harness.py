@@ -9,96 +9,28 @@ database and daemon (``standby2`` / ``hodr_standby2``) fed by the same primary."
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hodr import certs
+from hodr.daemonproc import DaemonProcess
+from hodr.errors import HodrError
 from hodr.pginstance import PgInstance, free_port
-from hodr.status import Status, read_status
+from hodr.status import Status
 from tests.conftest import wait_for
 
 DB = "app"
 
 
-class HodrDaemon:
-    """One ``hodr run CONFIG`` subprocess; stopped or killed by its own PID only."""
-
-    def __init__(
-        self, name: str, cfg: dict[str, Any], workdir: Path, env: dict[str, str] | None = None
-    ) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.cfg_path = workdir / f"{name}.yml"
-        self.log_path = workdir / f"{name}.out"
-        self.run_dir = Path(cfg["run_dir"])
-        self.env = env or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.write_config()
-
-    def write_config(self) -> None:
-        self.cfg_path.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
-
-    def start(self) -> HodrDaemon:
-        assert not self.alive(), f"{self.name} already running"
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hodr", "run", str(self.cfg_path)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, **self.env},
-            )
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def status(self) -> Status | None:
-        st = read_status(self.run_dir)
-        if st is None or self.proc is None or st.pid != self.proc.pid:
-            return None
-        return st
+class HodrDaemon(DaemonProcess):
+    """A real ``hodr run`` subprocess (``hodr.daemonproc``); test failures name its output."""
 
     def wait_ready(self, timeout: float = 60) -> Status:
-        def ready() -> Status | None:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")
-            st = self.status()
-            return st if st and st.role in ("primary", "standby") else None
-
-        return wait_for(ready, timeout, f"{self.name} to be running")
-
-    def kill(self) -> None:
-        """kill -9: the process gets no chance to flush or say goodbye."""
-        if self.alive():
-            assert self.proc is not None
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 30) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-    def tail(self, lines: int = 20) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+            return super().wait_ready(timeout)
+        except HodrError as exc:
+            raise AssertionError(str(exc)) from None
 
 
 @dataclass
