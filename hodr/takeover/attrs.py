@@ -52,11 +52,20 @@ class Completed:
 Runner = Callable[[Sequence[str], float], Completed]
 
 
+#: Set by Pacemaker for every operation. The tools take it as the default node, and on 2.1.5 it
+#: even narrows ``attrd_updater -Q -A`` to that one node (seen in the lab): an election that
+#: reads only its own value would promote a node that is behind. Queries over all nodes drop it.
+NODE_ENV = ("OCF_RESKEY_CRM_meta_on_node", "OCF_RESKEY_CRM_meta_on_node_uuid")
+
+
 def run_tool(argv: Sequence[str], timeout: float) -> Completed:
     """Run a Pacemaker tool with ``LC_ALL=C`` (its output is parsed) and a hard timeout."""
     import subprocess  # only when a tool really runs: a quiet monitor never pays for it
 
     env = {**os.environ, "LC_ALL": "C"}
+    if "-A" in argv:
+        for name in NODE_ENV:
+            env.pop(name, None)
     try:
         proc = subprocess.run(
             list(argv),
