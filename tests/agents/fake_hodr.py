@@ -19,9 +19,11 @@ Two programs in one file, chosen by the first argument:
     ``<run_dir>/fake-requests.jsonl``.
 
 ``fake_hodr.py crm_attribute|attrd_updater|crm_node ARGS``
-    Pacemaker's tools, with their exit codes and output formats (as seen on 2.1.5), storing values
-    in ``$FAKE_PCMK_DIR/attrs.json``. Without ``FAKE_PCMK_DIR`` they behave like a node outside any
-    cluster (exit 102, "Could not connect"). The local node is ``OCF_RESKEY_CRM_meta_on_node``.
+    Pacemaker's tools, with their exit codes, output formats and quirks as seen on 2.1.5 (with
+    ``OCF_RESKEY_CRM_meta_on_node`` set, ``attrd_updater -Q -A`` answers for that node only),
+    storing values in ``$FAKE_PCMK_DIR/attrs.json``. Without ``FAKE_PCMK_DIR`` they behave like a
+    node outside any cluster (exit 102, "Could not connect"). The local node is
+    ``OCF_RESKEY_CRM_meta_on_node``.
 """
 
 from __future__ import annotations
@@ -343,6 +345,8 @@ def attrd_updater(args: list[str], data: dict[str, Any]) -> str:
         if not table:
             raise ToolExit(78, f"attrd_updater: Could not query value of {name}: attribute does not exist")
         nodes = sorted(table) if "-A" in flags or "--all" in flags else [node]
+        if os.environ.get("OCF_RESKEY_CRM_meta_on_node"):  # noqa: SIM112 - Pacemaker spells it so
+            nodes = [node]  # 2.1.5 narrows even -A to the node Pacemaker names (seen in the lab)
         return "".join(f'name="{name}" host="{n}" value="{table[n]}"\n' for n in nodes if n in table)
     raise ToolExit(64, "attrd_updater: no command")
 

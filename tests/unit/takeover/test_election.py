@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pytest
 
 from hodr.position import ZERO, LogPosition
-from hodr.takeover.attrs import Attributes, AttrUnavailable, Completed, base_resource
+from hodr.takeover.attrs import Attributes, AttrUnavailable, Completed, base_resource, run_tool
 from hodr.takeover.daemonctl import COMMAND_ENV, daemon_command, is_hodr_run
 from hodr.takeover.election import (
     LOSER_SCORE,
@@ -405,3 +405,12 @@ def test_only_hodr_run_of_this_config_counts(tmp_path) -> None:  # type: ignore[
 def test_daemon_command_override() -> None:
     assert daemon_command({COMMAND_ENV: "python3 /x/fake_hodr.py"}) == ["python3", "/x/fake_hodr.py"]
     assert daemon_command({})[-1].endswith("hodr")
+
+
+def test_queries_over_all_nodes_drop_pacemakers_node_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``OCF_RESKEY_CRM_meta_on_node`` set, Pacemaker 2.1.5's ``attrd_updater -Q -A`` answers
+    for that node only (lab); the election would then see no other node's position."""
+    monkeypatch.setenv("OCF_RESKEY_CRM_meta_on_node", "node1")
+    script = 'echo "${OCF_RESKEY_CRM_meta_on_node:-unset} $LC_ALL"'
+    assert run_tool(["sh", "-c", script, "-A"], 5).stdout.split() == ["unset", "C"]
+    assert run_tool(["sh", "-c", script, "-Q"], 5).stdout.split() == ["node1", "C"]
