@@ -124,7 +124,9 @@ def assert_left_nothing(lab: Lab, before: HostSnapshot, netns_inodes: list[int])
             problems.append(f"host {t} changed")
     if not before.netns_dir and after.netns_dir and not any(NETNS_DIR.iterdir()):
         problems.append(f"{NETNS_DIR} created and left empty")
-    if new_stack := after.stack_pids - before.stack_pids:
+    # Only this lab's stack counts: another lab on the machine (a developer's) may start its own.
+    lab_pids = set(proc.pids_in_netns(netns_inodes))
+    if new_stack := (after.stack_pids - before.stack_pids) & lab_pids:
         problems.append(f"corosync/pacemaker processes left: {sorted(new_stack)}")
     state = str(lab.cfg.state)
     if mine := [p for p in proc.all_pids() if any(state in a for a in proc.cmdline(p) or [])]:
