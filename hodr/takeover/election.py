@@ -25,9 +25,12 @@ MIN_STANDBY_SCORE = 1  # a usable standby never drops to 0 or below, however man
 OUT_OF_RACE_SCORE = -1000  # disconnected, detached, or further behind than max_lag
 LOSER_SCORE = 1  # a promote target that found a better node: still usable, but last
 DEMOTED_SCORE = TOP_STANDBY_SCORE  # a freshly demoted primary: below the new primary's 1001
+HOLD_SCORE = -1  # standbys while a crashed primary that holds more data is restarted in place
 
 ROLE_PRIMARY = "primary"
 ROLE_STANDBY = "standby"
+ROLE_FAILED = "failed"  # published by a crashed primary's cleanup, until it restarts or is given up
+FAILED_HOLD_S = 120  # after this, a failed primary's claim no longer stops standbys scoring themselves
 
 
 def parse_position(text: str | None) -> LogPosition:
@@ -88,6 +91,19 @@ def standby_scores(standings: Iterable[Standing], max_lag: int) -> dict[str, int
     }
 
 
+def hold_for_restart(capture: LogPosition, acked: Iterable[LogPosition]) -> bool:
+    """Should the standbys wait while Pacemaker restarts a crashed primary in place?
+
+    Yes when the primary holds commits no standby acknowledged: a standby promoted now would
+    leave them behind. Pacemaker never promotes the failed instance itself in its recovery
+    transition (lab), so without this it picks the best standby, whose election then refuses
+    (a failed promote and a fail count on the best standby at every primary crash). With no
+    standby known there is nothing to hold.
+    """
+    acked = list(acked)
+    return bool(acked) and max(acked) < capture
+
+
 # --------------------------------------------------------------------- published positions
 
 
@@ -146,14 +162,20 @@ def parse_votes(values: Mapping[str, str]) -> dict[str, Vote]:
     return out
 
 
-def own_score_without_primary(me: str, votes: Mapping[str, Vote]) -> int | None:
+def own_score_without_primary(me: str, votes: Mapping[str, Vote], now: float) -> int | None:
     """A standby's own score when no primary is running, from every published position.
 
     ``None`` when some node still publishes itself as primary: scoring standbys is then that
-    primary's job, and two writers would flip-flop the value.
+    primary's job, and two writers would flip-flop the value. Also ``None`` while a crashed
+    primary's cleanup claim (``failed``) is fresh: it may be holding the standbys below zero for
+    its restart in place (``hold_for_restart``); a claim older than ``FAILED_HOLD_S`` is given up
+    (the primary was banned or cannot come back) and the standbys score themselves again.
     """
-    if any(v.role == ROLE_PRIMARY for node, v in votes.items() if node != me):
-        return None
+    for node, v in votes.items():
+        if node == me:
+            continue
+        if v.role == ROLE_PRIMARY or (v.role == ROLE_FAILED and now - v.stamp < FAILED_HOLD_S):
+            return None
     standbys = [v.standing() for v in votes.values() if v.role == ROLE_STANDBY]
     if me not in {s.node for s in standbys}:
         return None

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -337,15 +337,21 @@ class ReplicaAgent:
                 check=lambda o: self._guard(o, final=o.state is State.STANDBY),
             )
         except AgentError:
-            self._stop_daemon(deadline)
+            self._give_up(deadline)
             raise
         except DaemonError as exc:
-            self._stop_daemon(deadline)
+            self._give_up(deadline)
             raise AgentError(OCF.ERR_GENERIC, f"start failed: {exc}") from None
         ctl.set_claim("standby", obs.status.epoch if obs.status else None)
         self._maintain_scores(obs)
         ocf.log().info("start: standby (%s)", obs.detail)
         return OCF.SUCCESS
+
+    def _give_up(self, deadline: ocf.Deadline) -> None:
+        """A failed start: nothing may keep running, and a crashed primary's ``failed`` claim is
+        withdrawn — it will not come back here soon, so the standbys may score themselves."""
+        self._stop_daemon(deadline)
+        self._best_effort(lambda: self.attrs.delete_private(self.attrs.position_name), "position")
 
     def _guard(self, obs: Observation, final: bool) -> None:
         """The rejoin guard, as soon as the daemon reports its facts; raises ``AgentError(1)``."""
@@ -379,17 +385,51 @@ class ReplicaAgent:
 
     def stop(self) -> int:
         """Stop the daemon (graceful, then forced before the deadline) and withdraw this node's
-        attributes. Succeeds on a crashed or already stopped instance."""
+        published positions. Succeeds on a crashed or already stopped instance.
+
+        The promotion score stays: the data on this node did not go anywhere. A crashed primary
+        that is stopped and started again keeps its 1001, so Pacemaker promotes it again in place
+        (it holds the most data) instead of trying a standby that the election would refuse (lab).
+        Scores still vanish with the node (lifetime reboot), the primary rescores its peers, and a
+        node that may have diverged gets -1000 from the rejoin guard.
+        """
+        from hodr.takeover.daemonctl import State
+
+        before = self.ctl.observe()
         self._stop_daemon(ocf.deadline(STOP_MARGIN))
-        for forget in (
-            lambda: self.attrs.delete_score(),
-            lambda: self.attrs.delete_private(self.attrs.position_name),
-            lambda: self.attrs.delete_private(self.attrs.election_name),
-        ):
-            self._best_effort(forget, "attributes")
+        if before.state is State.FAILED_PRIMARY:
+            self._claim_failed(before)
+        elif not self._failed_claim_is_fresh():
+            self._best_effort(lambda: self.attrs.delete_private(self.attrs.position_name), "position")
+        self._best_effort(lambda: self.attrs.delete_private(self.attrs.election_name), "election")
         for name in (ELECTION_FILE, POSITION_CACHE, SCORE_CACHE):
             self.ctl.remove(name)
         return OCF.SUCCESS
+
+    def _claim_failed(self, obs: Observation) -> None:
+        """After cleaning up a crashed primary: publish its last position as ``failed``, so the
+        standbys it holds (``_hold_standbys``) do not score themselves back up while Pacemaker
+        restarts it in place. A successful start replaces the claim, a failed one withdraws it,
+        and standbys ignore it after ``FAILED_HOLD_S``."""
+        from hodr.takeover.election import ROLE_FAILED
+
+        if obs.status is None:
+            return
+        try:
+            vote = self._vote(obs.status, "primary")
+        except ValueError:
+            return
+        failed = replace(vote, role=ROLE_FAILED, hint=False)
+        self._best_effort(
+            lambda: self.attrs.set_private(self.attrs.position_name, failed.to_attr()), "position"
+        )
+
+    def _failed_claim_is_fresh(self) -> bool:
+        from hodr.takeover.election import FAILED_HOLD_S, ROLE_FAILED, Vote
+
+        text = self._attr_or_none(lambda: self.attrs.private(self.attrs.position_name))
+        mine = Vote.from_attr(self.me, text)
+        return mine is not None and mine.role == ROLE_FAILED and time.time() - mine.stamp < FAILED_HOLD_S
 
     def _stop_daemon(self, deadline: ocf.Deadline) -> None:
         from hodr.takeover.daemonctl import DaemonError
@@ -419,6 +459,7 @@ class ReplicaAgent:
             self._maintain_scores(obs)
             return OCF.RUNNING_PROMOTED
         if state is State.FAILED_PRIMARY:
+            self._hold_standbys(obs)
             return self._fail(OCF.FAILED_PROMOTED, obs.detail)
         if state is State.FAILED and probe and obs.pid is None:
             ocf.log().info("probe: %s (nothing runs: not running)", obs.detail)
@@ -489,7 +530,7 @@ class ReplicaAgent:
             elif not status.primary_connected:
                 votes = parse_votes(self.attrs.private_all(self.attrs.position_name))
                 votes[self.me] = vote
-                own = own_score_without_primary(self.me, votes)
+                own = own_score_without_primary(self.me, votes, time.time())
                 if own is not None:
                     desired = {self.me: own}
             self._apply_scores(desired)
@@ -497,6 +538,35 @@ class ReplicaAgent:
             self._attr_warning(f"promotion scores not updated: {exc}")
         except ValueError as exc:
             ocf.log().warning("promotion scores not updated: unreadable position: %s", exc)
+
+    def _hold_standbys(self, obs: Observation) -> None:
+        """A crashed primary that holds commits no standby acknowledged keeps the standbys'
+        scores below zero, so Pacemaker restarts it in place instead of promoting a standby
+        the election would refuse. Its own score stays; once it is stopped for good (banned,
+        start refused), its published position is gone and the standbys score themselves again."""
+        from hodr.takeover.attrs import AttrUnavailable
+        from hodr.takeover.election import HOLD_SCORE, hold_for_restart, parse_position
+
+        status = obs.status
+        if status is None or not status.peers:
+            return
+        try:
+            capture = parse_position(status.capture or status.durable_commit)
+            acked = [parse_position(p.acked) for p in status.peers]
+        except ValueError:
+            return
+        if not hold_for_restart(capture, acked):
+            return
+        ocf.log().warning(
+            "holding the standbys (score %d): this primary holds commits up to %s, standbys acked %s",
+            HOLD_SCORE,
+            capture,
+            max(acked),
+        )
+        try:
+            self._apply_scores({p.name: HOLD_SCORE for p in status.peers})
+        except AttrUnavailable as exc:
+            self._attr_warning(f"standby scores not held: {exc}")
 
     def _publish_position(self, vote: Vote) -> None:
         value = vote.to_attr()
@@ -710,6 +780,8 @@ class ReplicaAgent:
         if obs.state is not State.PRIMARY:
             ocf.log().warning("demote: %s; cleaning up", obs.detail)
             self._stop_daemon(deadline)
+            if obs.state is State.FAILED_PRIMARY:
+                self._claim_failed(obs)
             return OCF.SUCCESS
         budget = max(1.0, deadline.remaining() - DAEMON_MARGIN)
         try:
@@ -783,8 +855,20 @@ class ReplicaAgent:
             return
         if self.ctl.observe().state is not State.STANDBY:
             return
+        if not self._publishes_primary(primary):
+            # post-promote is also sent after a *failed* promote (lab): follow only a node that
+            # really became primary (its promote publishes that before returning)
+            ocf.log().info("not following %s: it does not publish itself as primary", primary)
+            return
         reply = self.ctl.request("follow", deadline, host=primary, port=self.port)
         ocf.log().info("following %s:%d (%s)", primary, self.port, reply.get("result"))
+
+    def _publishes_primary(self, node: str) -> bool:
+        from hodr.takeover.election import ROLE_PRIMARY, Vote
+
+        text = self._attr_or_none(lambda: self.attrs.private(self.attrs.position_name, node))
+        published = Vote.from_attr(node, text)
+        return published is not None and published.role == ROLE_PRIMARY
 
 
 # --------------------------------------------------------------------------------- meta-data
