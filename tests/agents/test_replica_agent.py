@@ -395,6 +395,41 @@ def test_crashed_primary(lone: Node) -> None:
     lone.ok("monitor", 7, interval_ms=0)
 
 
+def test_crashed_primary_ahead_of_its_standbys_holds_them(cluster: Cluster) -> None:
+    """Pacemaker restarts it in place rather than promote a standby that misses its last commits."""
+    assert cluster.pcmk_dir is not None
+    node1 = cluster.node("node1", clone=True)
+    node1.seed(durable="1:0/3000")
+    node1.ok("start")
+    node1.ok("promote")
+    peer = {"acked_seq": 0, "required": True, "lag_bytes": 0}
+    node1.fake(
+        set={
+            "peers": [
+                {"name": "node2", "connected": True, "acked": "1:0/2000", **peer},
+                {"name": "node3", "connected": True, "acked": "1:0/1000", **peer},
+            ]
+        }
+    )
+    wait_for(lambda: len(node1.status().peers) == 2, 5, "peers in the snapshot")  # type: ignore[union-attr]
+    node1.ok("monitor", 8, interval_ms=15_000)
+    assert (score(cluster.pcmk_dir, "node2"), score(cluster.pcmk_dir, "node3")) == (1000, 990)
+    pid = node1.daemon_pid()
+    node1.fake(crash=True)
+    wait_for(lambda: not _alive(pid), 10, "the fake daemon to crash")  # type: ignore[arg-type]
+    assert node1.agent("monitor", interval_ms=15_000).rc == 9
+    assert [score(cluster.pcmk_dir, n) for n in ("node1", "node2", "node3")] == [1001, -1, -1]
+    node1.ok("stop")
+    assert score(cluster.pcmk_dir, "node1") == 1001  # kept for the restart in place
+    claim = attrs(cluster.pcmk_dir)["private"]["hodr-hodr-pos"]["node1"]
+    assert claim.startswith("failed 2 1:0/3000 ")  # standbys do not score themselves back up
+    node1.ok("stop")  # a second stop keeps the fresh claim
+    assert attrs(cluster.pcmk_dir)["private"]["hodr-hodr-pos"]["node1"] == claim
+    node1.ok("start")  # back as a standby: the claim is replaced
+    assert attrs(cluster.pcmk_dir)["private"]["hodr-hodr-pos"]["node1"].startswith("standby 2 1:0/3000 ")
+    node1.ok("stop")
+
+
 def test_crashed_standby(lone: Node) -> None:
     lone.ok("start")
     pid = lone.daemon_pid()
@@ -512,6 +547,8 @@ def test_election_moves_promotion_to_the_most_advanced_node(cluster: Cluster) ->
     assert (score(cluster.pcmk_dir, "node1"), score(cluster.pcmk_dir, "node2")) == (1, 1000)
     node1.ok("monitor", 0)
     assert node1.requests("promote") == []
+    node2.notify("post", "promote", active="node1 node2", promote="node1")  # sent after a failure too
+    assert node2.status().extra["following"] == {}  # type: ignore[union-attr]
     for node in (node1, node2):  # Pacemaker re-plans: promote node2
         node.notify("pre", "promote", active="node1 node2", unpromoted="node1 node2", promote="node2")
     node2.ok("promote")
@@ -526,7 +563,8 @@ def test_election_moves_promotion_to_the_most_advanced_node(cluster: Cluster) ->
     assert not any(elect.values())  # the election's values are cleared
     for node in (node1, node2):
         node.ok("stop")
-    assert score(cluster.pcmk_dir, "node1") is None
+    assert score(cluster.pcmk_dir, "node2") == 1001  # kept: its data did not go anywhere
+    assert not any(attrs(cluster.pcmk_dir)["private"]["hodr-hodr-pos"].values())
 
 
 def test_election_excludes_a_silent_voter(cluster: Cluster) -> None:
@@ -534,7 +572,7 @@ def test_election_excludes_a_silent_voter(cluster: Cluster) -> None:
     node1.ok("start")
     node2.ok("start")
     node1.notify("pre", "promote", active="node1 node2", promote="node1")  # node2's never arrives
-    result = node1.ok("promote", timeout_ms=12_000)
+    result = node1.ok("promote", timeout_ms=8_000)  # waits a quarter of its time for node2, then goes on
     assert "node2" in result.stderr and "excluded" in result.stderr
     node1.ok("monitor", 8)
     for node in (node1, node2):

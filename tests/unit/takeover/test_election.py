@@ -15,6 +15,7 @@ from hodr.position import ZERO, LogPosition
 from hodr.takeover.attrs import Attributes, AttrUnavailable, Completed, base_resource, run_tool
 from hodr.takeover.daemonctl import COMMAND_ENV, daemon_command, is_hodr_run
 from hodr.takeover.election import (
+    FAILED_HOLD_S,
     LOSER_SCORE,
     OUT_OF_RACE_SCORE,
     PRIMARY_SCORE,
@@ -25,6 +26,7 @@ from hodr.takeover.election import (
     Standing,
     Vote,
     elect,
+    hold_for_restart,
     next_epoch,
     own_score_without_primary,
     parse_position,
@@ -104,11 +106,25 @@ def test_bootstrap_hint_breaks_a_tie_of_empty_positions() -> None:
 
 def test_standby_scores_itself_only_without_a_primary() -> None:
     votes = {"n1": vote("n1", "3:0/10"), "n2": vote("n2", "3:0/20")}
-    assert own_score_without_primary("n1", votes) == 990
-    assert own_score_without_primary("n2", votes) == 1000
+    now = time.time()
+    assert own_score_without_primary("n1", votes, now) == 990
+    assert own_score_without_primary("n2", votes, now) == 1000
     with_primary = {**votes, "n3": vote("n3", "3:0/30", role="primary")}
-    assert own_score_without_primary("n1", with_primary) is None
-    assert own_score_without_primary("n9", votes) is None
+    assert own_score_without_primary("n1", with_primary, now) is None
+    assert own_score_without_primary("n9", votes, now) is None
+
+
+def test_a_fresh_failed_primary_claim_keeps_standbys_from_scoring_themselves() -> None:
+    votes = {"n1": vote("n1", "3:0/10"), "n3": vote("n3", "3:0/30", role="failed")}
+    now = time.time()
+    assert own_score_without_primary("n1", votes, now) is None  # it may be holding us for a restart
+    assert own_score_without_primary("n1", votes, now + FAILED_HOLD_S + 1) == 1000  # given up
+
+
+def test_hold_standbys_only_for_a_primary_ahead_of_all_of_them() -> None:
+    assert hold_for_restart(pos("3:0/30"), [pos("3:0/10"), pos("3:0/20")])
+    assert not hold_for_restart(pos("3:0/30"), [pos("3:0/10"), pos("3:0/30")])  # one has it all
+    assert not hold_for_restart(pos("3:0/30"), [])  # no standby known
 
 
 def test_parse_position() -> None:
