@@ -214,6 +214,7 @@ class ReplicaAgent:
     def __init__(self, get: Getter = ocf.param, environ: Mapping[str, str] | None = None) -> None:
         self._get = get
         self._env = os.environ if environ is None else environ
+        self._guard_passed = False
 
     # ------------------------------------------------------------------------- lazily built
 
@@ -354,11 +355,14 @@ class ReplicaAgent:
         self._best_effort(lambda: self.attrs.delete_private(self.attrs.position_name), "position")
 
     def _guard(self, obs: Observation, final: bool) -> None:
-        """The rejoin guard, as soon as the daemon reports its facts; raises ``AgentError(1)``."""
+        """The rejoin guard, as soon as the daemon reports its facts; raises ``AgentError(1)``.
+
+        Decided once per invocation (start polls every 0.1 s; the cluster's epoch record is a
+        tool call)."""
         from hodr.takeover.election import OUT_OF_RACE_SCORE, parse_terms, rejoin_guard
 
         status = obs.status
-        if status is None or obs.pid is None:
+        if self._guard_passed or status is None or obs.pid is None:
             return
         extra = status.extra or {}
         if "primary_epochs" not in extra or "diverged" not in extra:
@@ -378,7 +382,8 @@ class ReplicaAgent:
         if not verdict.ok:
             self._best_effort(lambda: self.attrs.set_score(OUT_OF_RACE_SCORE), "score")
             raise AgentError(OCF.ERR_GENERIC, f"rejoin guard: {verdict.reason}")
-        if terms and final:
+        self._guard_passed = True
+        if terms:
             ocf.log().info("rejoin guard: %s", verdict.reason)
 
     # ---------------------------------------------------------------------------------- stop
