@@ -239,7 +239,10 @@ class FakeDaemon:
                 threading.Event().wait()
             self.cycle()
             self.stop_event.wait(min(interval, 0.05) if self.pending else interval)
-        server.close()
+        # no server.close(): its shutdown() waits out serve_forever's 0.5 s poll, per stop, in
+        # every test; the socket file goes, the serving thread dies with the process
+        with contextlib.suppress(FileNotFoundError):
+            server.path.unlink()
         with self.lock:
             self.role = "stopped"
             write_status(self.run_dir, self.snapshot())
