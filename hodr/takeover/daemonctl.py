@@ -15,8 +15,8 @@ pipeline (import-linter forbids it). What this module adds on the agent's side:
   instance (7), even when its last snapshot no longer says so;
 - **observation**: one ``Observation`` per look, mapping snapshot + process + claim to a state.
 
-The daemon command is ``hodr`` next to the running interpreter (the repository's ``.venv`` the
-shim re-executes in), else ``hodr`` on ``PATH``, else ``python -m hodr``. ``HODR_AGENT_DAEMON_CMD``
+The daemon command is ``hodr`` next to the running interpreter, else the repository's
+``.venv/bin/hodr``, else ``hodr`` on ``PATH``, else ``python -m hodr``. ``HODR_AGENT_DAEMON_CMD``
 replaces it (shell words; for the agent tests' fake daemon and for unusual installs: Pacemaker runs
 agents with its own environment, so set it in ``/etc/default/pacemaker`` if ever needed).
 """
@@ -47,6 +47,7 @@ OUT_FILE = "daemon.out"
 CLAIM_FILE = "agent-role"
 LAST_STATUS_FILE = "status.last.json"
 COMMAND_ENV = "HODR_AGENT_DAEMON_CMD"
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the hodr package
 STALE_CYCLES = 3  # a snapshot older than this many status intervals means a hung daemon
 MIN_STALE_S = 3.0
 POLL_S = 0.1
@@ -95,9 +96,11 @@ def daemon_command(environ: Mapping[str, str] | None = None) -> list[str]:
     override = env.get(COMMAND_ENV, "").strip()
     if override:
         return shlex.split(override)
-    beside = Path(sys.executable).parent / "hodr"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return [str(beside)]
+    # the agent may run on the distribution's python3 (it only needs PyYAML) while the daemon
+    # needs the repository's .venv (drivers): look there before PATH
+    for candidate in (Path(sys.executable).parent / "hodr", PACKAGE_ROOT / ".venv" / "bin" / "hodr"):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return [str(candidate)]
     found = shutil.which("hodr")
     if found:
         return [found]
@@ -285,6 +288,8 @@ class DaemonControl:
                 os.replace(out_path, self._path(OUT_FILE + ".1"))
         argv = [*daemon_command(environ), "run", "--role", role, self.config]
         env = _child_env(os.environ if environ is None else environ)
+        if argv[1:3] == ["-m", "hodr"]:  # run from "/": the package must be importable there too
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
         with open(out_path, "ab") as out:
             out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} hodr-replica: {shlex.join(argv)}\n".encode())
             out.flush()

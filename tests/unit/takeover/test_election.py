@@ -13,7 +13,7 @@ import pytest
 
 from hodr.position import ZERO, LogPosition
 from hodr.takeover.attrs import Attributes, AttrUnavailable, Completed, base_resource, run_tool
-from hodr.takeover.daemonctl import COMMAND_ENV, daemon_command, is_hodr_run
+from hodr.takeover.daemonctl import COMMAND_ENV, PACKAGE_ROOT, daemon_command, is_hodr_run
 from hodr.takeover.election import (
     FAILED_HOLD_S,
     LOSER_SCORE,
@@ -421,6 +421,15 @@ def test_only_hodr_run_of_this_config_counts(tmp_path) -> None:  # type: ignore[
 def test_daemon_command_override() -> None:
     assert daemon_command({COMMAND_ENV: "python3 /x/fake_hodr.py"}) == ["python3", "/x/fake_hodr.py"]
     assert daemon_command({})[-1].endswith("hodr")
+
+
+def test_daemon_command_prefers_the_repository_venv_over_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent may run on the distribution's python3; the daemon needs the .venv's drivers."""
+    venv_hodr = PACKAGE_ROOT / ".venv" / "bin" / "hodr"
+    if not venv_hodr.exists():
+        pytest.skip("no repository .venv")
+    monkeypatch.setattr("sys.executable", "/nonexistent/bin/python3")
+    assert daemon_command({}) == [str(venv_hodr)]
 
 
 def test_queries_over_all_nodes_drop_pacemakers_node_variable(monkeypatch: pytest.MonkeyPatch) -> None:
