@@ -38,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -287,6 +288,53 @@ class CatchUp:
         self.cpu_s = {k: round(v, 2) for k, v in self.cpu_s.items()}
 
 
+#: The target backend that applies: native's apply worker, hodr's apply session.
+APPLY_BACKEND_SQL = {
+    "native": "SELECT pid FROM pg_stat_subscription WHERE subname = 'pgbsub' AND pid IS NOT NULL",
+    "hodr": "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'hodr-apply%' LIMIT 1",
+}
+
+
+class BackendPerf:
+    """``perf record -g`` on the target's applying backend for the measured window (``--perf``):
+    where the *server* spends its time, which py-spy on the daemons cannot show."""
+
+    def __init__(self, target: PgInstance, method: str, out_dir: Path) -> None:
+        self.out = out_dir / f"{method}.perf.data"
+        self.query = APPLY_BACKEND_SQL["native" if method == "native" else "hodr"]
+        self.target = target
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._attach, daemon=True)
+        self._thread.start()
+
+    def _attach(self) -> None:
+        """The backend exists only once the method has started: wait for it, then attach."""
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            with contextlib.suppress(HodrError):
+                pid = sql(self.target, self.query)
+                if pid:
+                    argv = ["perf", "record", "-g", "-F", "499", "-p", pid, "-o", str(self.out)]
+                    with open(str(self.out) + ".log", "wb") as log:
+                        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+                    return
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)  # perf writes its file on SIGINT
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.proc = None
+
+
 class Meter:
     """CPU seconds of servers and daemons, and the target's transactions and WAL, from now on.
 
@@ -297,9 +345,13 @@ class Meter:
     """
 
     def __init__(
-        self, servers: dict[str, PgInstance], daemons: dict[str, Daemon], target: PgInstance | None = None
+        self,
+        servers: dict[str, PgInstance],
+        daemons: dict[str, Daemon],
+        target: PgInstance | None = None,
+        perf: BackendPerf | None = None,
     ) -> None:
-        self.servers, self.daemons, self.target = servers, daemons, target
+        self.servers, self.daemons, self.target, self.perf = servers, daemons, target, perf
         self.cpu0 = {k: server_cpu_s(pg) for k, pg in servers.items()}
         self.cpu0.update({k: d.cpu_s() for k, d in daemons.items()})  # 0 for one not started yet
         self.xid0 = self.lsn0 = ""
@@ -317,6 +369,8 @@ class Meter:
         res.cpu_s = self.cpu()
         for d in self.daemons.values():
             d.end_profile()
+        if self.perf is not None:
+            self.perf.stop()
         if self.target is not None:
             row = sql(
                 self.target,
@@ -376,6 +430,8 @@ class Bench:
         self.backlog = Backlog()
         self.results: dict[str, CatchUp] = {}
         self.profile_dir = Path(args.profile).resolve() if args.profile else None
+        self.perf_dir = Path(args.perf).resolve() if args.perf else None
+        self.perfs: list[BackendPerf] = []
         self.startup_cpu_s = 0.0
         self.hodr_cfg: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
@@ -557,12 +613,17 @@ class Bench:
     def _spy(self, name: str) -> Path | None:
         return self.profile_dir / f"{name}.txt" if self.profile_dir else None
 
-    def _meter(self, target: PgInstance, daemons: dict[str, Daemon]) -> Meter:
-        return Meter({"source server": self.primary, "target server": target}, daemons, target)
+    def _meter(self, method: str, target: PgInstance, daemons: dict[str, Daemon]) -> Meter:
+        """Start measuring a method's clock (and, with ``--perf``, profiling its apply backend)."""
+        perf = None
+        if self.perf_dir is not None:
+            perf = BackendPerf(target, method, self.perf_dir)
+            self.perfs.append(perf)
+        return Meter({"source server": self.primary, "target server": target}, daemons, target, perf)
 
     def run_native(self, res: CatchUp) -> None:
         native = self.replicas["native"]
-        meter = self._meter(native, {})
+        meter = self._meter("native", native, {})
         t0 = time.monotonic()
         sql(native, "ALTER SUBSCRIPTION pgbsub ENABLE")
         poll_catch_up(res, native, self.backlog, t0, self.args.timeout, on_done=lambda: meter.stop(res))
@@ -572,7 +633,7 @@ class Bench:
         target = self.replicas["hodr-slot"]
         primary = self._daemon("hodr-slot", "primary")
         standby = self._daemon("hodr-slot", "standby")
-        meter = self._meter(target, {"hodr primary": primary, "hodr standby": standby})
+        meter = self._meter("hodr-slot", target, {"hodr primary": primary, "hodr standby": standby})
         t0 = time.monotonic()
         primary.start(self._spy("hodr-slot-primary"))
         standby.start(self._spy("hodr-slot-standby"))
@@ -603,7 +664,7 @@ class Bench:
             primary.end_profile()
             say(f"  hodr-outbox: slot → outbox in {res.capture_s:.1f}s ({res.capture_txn_s:.0f} txn/s)")
             time.sleep(1.0)  # the outbox's group-commit fsync publishes the tail to senders
-            meter = self._meter(target, {"hodr primary": primary, "hodr standby": standby})
+            meter = self._meter("hodr-outbox", target, {"hodr primary": primary, "hodr standby": standby})
             t0 = time.monotonic()
             standby.start(self._spy("hodr-outbox-standby"))
             done = lambda: meter.stop(res)  # noqa: E731
@@ -668,6 +729,9 @@ class Bench:
         if self.bench_proc is not None and self.bench_proc.poll() is None:
             self.bench_proc.kill()
             self.bench_proc.wait(10)
+        for perf in self.perfs:
+            with contextlib.suppress(Exception):
+                perf.stop()
         for d in reversed(self.daemons):
             with contextlib.suppress(Exception):
                 d.stop(30)
@@ -755,6 +819,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="wall",
         help="wall: every sample incl. waits (py-spy --idle); cpu: only running threads",
     )
+    ap.add_argument(
+        "--perf", metavar="DIR", help="perf record -g the target's applying backend during each clock"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory (servers stopped)")
     args = ap.parse_args(argv)
     if not args.shared_buffers:
@@ -771,6 +838,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
         PROFILE_MODE["mode"] = args.profile_mode
+    if args.perf:
+        if shutil.which("perf") is None:
+            say("catchup: --perf needs the perf tool (linux-perf)")
+            return 2
+        Path(args.perf).mkdir(parents=True, exist_ok=True)
     bench: Bench | None = None
     try:
         bench = Bench(args)
