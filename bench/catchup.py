@@ -835,6 +835,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM (e.g. from `timeout`) must still run the cleanup: daemons and servers go.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C too, even when started in the background of a script (which ignores SIGINT).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
         PROFILE_MODE["mode"] = args.profile_mode
