@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.ocf_meta import AgentResult
+
 REPO = Path(__file__).resolve().parent.parent
 AGENT = REPO / "ocf" / "hodr-vip"
 V4_NET = "192.168.77"
@@ -38,21 +40,6 @@ def sh(*args: str, check: bool = True, timeout: float = 30.0) -> subprocess.Comp
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} -> rc {proc.returncode}: {proc.stderr.strip()}")
     return proc
-
-
-@dataclass(frozen=True)
-class AgentResult:
-    """What one agent invocation returned."""
-
-    rc: int
-    stdout: str
-    stderr: str
-
-    @property
-    def reasons(self) -> list[str]:
-        return [
-            line.split(":", 1)[1] for line in self.stderr.splitlines() if line.startswith("ocf-exit-reason:")
-        ]
 
 
 @dataclass

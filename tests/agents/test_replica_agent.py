@@ -26,27 +26,15 @@ import pytest
 
 from hodr.status import Status, control_request, read_status
 from tests.conftest import wait_for
+from tests.ocf_meta import RNG, AgentResult, xmllint_dtd, xmllint_rng
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = REPO / "ocf" / "hodr-replica"
 FAKE = Path(__file__).resolve().with_name("fake_hodr.py")
-DTD_DIR = Path("/usr/share/resource-agents")
-RNG = DTD_DIR / "metadata.rng"
 RESOURCE = "hodr"
 CLONE_META = {"clone_max": "3", "notify": "true", "promoted_max": "1", "clone_node_max": "1"}
 NOTIFY_TYPES = ("pre", "post")
 NOTIFY_OPERATIONS = ("start", "stop", "promote", "demote")
-
-
-@dataclass(frozen=True)
-class AgentResult:
-    rc: int
-    stdout: str
-    stderr: str
-
-    @property
-    def reasons(self) -> list[str]:
-        return [ln.split(":", 1)[1] for ln in self.stderr.splitlines() if ln.startswith("ocf-exit-reason:")]
 
 
 @dataclass
@@ -256,14 +244,10 @@ def test_meta_data_as_nobody_against_dtd_and_rng() -> None:
     xml = proc.stdout
     assert xml.splitlines()[1] == '<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd">'
     if shutil.which("xmllint"):
-        dtd = subprocess.run(
-            ["xmllint", "--noout", "--valid", "-"], input=xml, text=True, capture_output=True, cwd=DTD_DIR
-        )
+        dtd = xmllint_dtd(xml)
         assert dtd.returncode == 0, dtd.stderr
         if RNG.exists():
-            rng = subprocess.run(
-                ["xmllint", "--noout", "--relaxng", str(RNG), "-"], input=xml, text=True, capture_output=True
-            )
+            rng = xmllint_rng(xml)
             assert rng.returncode == 0, rng.stderr
     import xml.etree.ElementTree as ET
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +11,7 @@ import pytest
 
 from hodr.takeover import ocf
 from hodr.takeover.ocf import OCF, Action, AgentError, InvalidSetup, MetaData, Parameter
-
-DTD_DIR = Path("/usr/share/resource-agents")
-RNG = DTD_DIR / "metadata.rng"
+from tests.ocf_meta import RNG, xmllint_dtd, xmllint_rng
 
 
 @pytest.fixture(autouse=True)
@@ -320,14 +317,10 @@ def test_meta_data_layout() -> None:
 @pytest.mark.skipif(shutil.which("xmllint") is None, reason="xmllint not installed")
 def test_meta_data_is_valid_against_the_dtd_and_rng() -> None:
     xml = _sample().to_xml()
-    dtd = subprocess.run(
-        ["xmllint", "--noout", "--valid", "-"], input=xml, text=True, capture_output=True, cwd=DTD_DIR
-    )
+    dtd = xmllint_dtd(xml)
     assert dtd.returncode == 0, dtd.stderr
     if RNG.exists():
-        rng = subprocess.run(
-            ["xmllint", "--noout", "--relaxng", str(RNG), "-"], input=xml, text=True, capture_output=True
-        )
+        rng = xmllint_rng(xml)
         assert rng.returncode == 0, rng.stderr
 
 

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 import hodr
+from tests.ocf_meta import RNG, xmllint_dtd, xmllint_rng
 
 REPO = Path(__file__).resolve().parents[3]
 AGENT = REPO / "ocf" / "hodr-vip"
-DTD_DIR = Path("/usr/share/resource-agents")
-RNG = DTD_DIR / "metadata.rng"
 
 needs_xmllint = pytest.mark.skipif(shutil.which("xmllint") is None, reason="xmllint not installed")
 
@@ -50,18 +49,14 @@ def test_shim_is_executable_with_python_shebang() -> None:
 
 @needs_xmllint
 def test_meta_data_is_valid_against_the_dtd(meta_xml: str) -> None:
-    proc = subprocess.run(
-        ["xmllint", "--noout", "--valid", "-"], input=meta_xml, text=True, capture_output=True, cwd=DTD_DIR
-    )
+    proc = xmllint_dtd(meta_xml)
     assert proc.returncode == 0, proc.stderr
 
 
 @needs_xmllint
 @pytest.mark.skipif(not RNG.exists(), reason="resource-agents metadata.rng not installed")
 def test_meta_data_is_valid_against_the_relaxng_schema(meta_xml: str) -> None:
-    proc = subprocess.run(
-        ["xmllint", "--noout", "--relaxng", str(RNG), "-"], input=meta_xml, text=True, capture_output=True
-    )
+    proc = xmllint_rng(meta_xml)
     assert proc.returncode == 0, proc.stderr
 
 
