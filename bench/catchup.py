@@ -45,13 +45,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-import yaml  # noqa: E402
 
+from hodr.daemonproc import DaemonProcess, wait_until  # noqa: E402
 from hodr.errors import HodrError  # noqa: E402
 from hodr.pginstance import PgInstance, free_port, make_base_dir  # noqa: E402
-from hodr.status import Status, read_status  # noqa: E402
+from hodr.status import Status  # noqa: E402
 
 DB = "bench"
 TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history")
@@ -115,57 +116,31 @@ def server_cpu_s(pg: PgInstance) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-class Daemon:
-    """One ``hodr run CONFIG`` subprocess; stopped by its own PID only."""
+class Daemon(DaemonProcess):
+    """A ``hodr run`` daemon (``hodr.daemonproc``) with what the benchmark adds: a py-spy
+    profile of the measured window, CPU seconds, and a start from the repository root (this
+    script puts the repository on ``sys.path`` itself, so hodr need not be installed)."""
+
+    cwd = REPO
 
     def __init__(self, name: str, cfg: dict[str, Any], workdir: Path) -> None:
-        self.name = name
-        self.cfg_path = workdir / f"{name}.yml"
-        self.cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        self.run_dir = Path(cfg["run_dir"])
-        self.log_path = workdir / f"{name}.out"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(name, cfg, workdir)
         self.spy: subprocess.Popen[bytes] | None = None
 
     def start(self, profile: Path | None = None) -> Daemon:
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hodr", "run", str(self.cfg_path)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=Path(__file__).resolve().parent.parent,
-            )
-        if profile is not None:
+        super().start()
+        if profile is not None and self.proc is not None:
             self.spy = start_py_spy(self.proc.pid, profile)
         return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def status(self) -> Status | None:
-        st = read_status(self.run_dir)
-        if st is None or self.proc is None or st.pid != self.proc.pid:
-            return None
-        return st
 
     def cpu_s(self) -> float:
         return _cpu_ticks(self.proc.pid) / os.sysconf("SC_CLK_TCK") if self.alive() and self.proc else 0.0
 
-    def check(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise BenchError(f"hodr {self.name} daemon exited ({self.proc.returncode}): {self.tail()}")
-
     def tail(self, lines: int = 5) -> str:
-        try:
-            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return " | ".join(super().tail(lines).splitlines())
 
-    def wait_ready(self, timeout: float = 120) -> None:
-        wait_for(
-            lambda: (st := self.status()) is not None and st.role in ("primary", "standby"), timeout, self
-        )
+    def wait_ready(self, timeout: float = 120) -> Status:
+        return super().wait_ready(timeout)
 
     def end_profile(self) -> None:
         """Stop sampling now (py-spy writes its file on SIGINT), so that the profile covers the
@@ -180,15 +155,10 @@ class Daemon:
                 self.spy.wait(10)
             self.spy = None
 
-    def stop(self, timeout: float = 60) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+    def stop(self, timeout: float = 60) -> int | None:
+        rc = super().stop(timeout)
         self.end_profile()
+        return rc
 
 
 #: py-spy sampling mode: "wall" includes idle threads (waits on the server show), "cpu" does not.
@@ -209,17 +179,7 @@ def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, *daemons: Daemon, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        for d in daemons:
-            d.check()
-        if time.monotonic() > deadline:
-            names = ", ".join(d.name for d in daemons)
-            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what or names}")
-        time.sleep(0.1)
+    return wait_until(pred, timeout, what or ", ".join(d.name for d in daemons), daemons)
 
 
 # --- SQL helpers -----------------------------------------------------------------------------------

@@ -9,18 +9,25 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from hodr.errors import HodrError
 from hodr.status import Status, read_status
 
+T = TypeVar("T")
+
 
 class DaemonProcess:
     """Writes ``<workdir>/<name>.yml`` from ``cfg`` and runs ``hodr run`` on it, output appended
-    to ``<workdir>/<name>.out``; ``env`` is added to the environment (e.g. NOTIFY_SOCKET)."""
+    to ``<workdir>/<name>.out``; ``env`` is added to the environment (e.g. NOTIFY_SOCKET).
+    ``cwd`` (default: inherited) lets a caller that put the repository on ``sys.path`` itself
+    start ``python -m hodr`` from there without hodr being installed."""
+
+    cwd: Path | None = None
 
     def __init__(
         self, name: str, cfg: dict[str, Any], workdir: Path, env: dict[str, str] | None = None
@@ -47,6 +54,7 @@ class DaemonProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env={**os.environ, **self.env},
+                cwd=self.cwd,
             )
         return self
 
@@ -60,18 +68,19 @@ class DaemonProcess:
             return None
         return st
 
+    def check(self) -> None:
+        """Raise if the process has exited (naming its exit code and last lines)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise HodrError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")
+
     def wait_ready(self, timeout: float = 60) -> Status:
         """Until the status says primary or standby; raises if the process exits or time runs out."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise HodrError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")
+
+        def ready() -> Status | None:
             st = self.status()
-            if st is not None and st.role in ("primary", "standby"):
-                return st
-            if time.monotonic() > deadline:
-                raise HodrError(f"{self.name} not running after {timeout:.0f}s: {self.tail()}")
-            time.sleep(0.05)
+            return st if st is not None and st.role in ("primary", "standby") else None
+
+        return wait_until(ready, timeout, f"{self.name} to be running", (self,))
 
     def kill(self) -> None:
         """kill -9: the process gets no chance to flush or say goodbye."""
@@ -97,3 +106,18 @@ class DaemonProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def wait_until(pred: Callable[[], T], timeout: float, what: str, daemons: Iterable[DaemonProcess] = ()) -> T:
+    """Poll ``pred`` until it is truthy; fail at once when one of ``daemons`` exits (there is no
+    point waiting for a dead daemon), or with a HodrError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        for d in daemons:
+            d.check()
+        if time.monotonic() > deadline:
+            raise HodrError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hodr import certs
-from hodr.daemonproc import DaemonProcess
+from hodr.daemonproc import DaemonProcess, wait_until
 from hodr.errors import HodrError
 from hodr.pginstance import PgInstance, free_port, make_base_dir
 
@@ -81,20 +81,6 @@ class DemoResult:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _wait(pred: Any, timeout: float, what: str, daemons: list[DaemonProcess] = ()) -> Any:  # type: ignore[assignment]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        for d in daemons:
-            if not d.alive():
-                raise HodrError(f"demo: the {d.name} daemon exited: {d.tail(3)}")
-        if time.monotonic() > deadline:
-            raise HodrError(f"demo: timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _fingerprint(pg: PgInstance, tables: list[str]) -> dict[str, tuple[int, str]]:
@@ -208,7 +194,7 @@ def run_demo(
         say("  hodr primary and standby daemons started; waiting for the initial load")
         t0 = time.monotonic()
         src0 = _fingerprint(primary, tables)
-        _wait(
+        wait_until(
             lambda: _fingerprint(standby, tables) == src0,
             120,
             "the initial load to reach the standby",
@@ -232,10 +218,12 @@ def run_demo(
         start = time.monotonic()
         tty = sys.stdout.isatty() and not quiet
         while bench.poll() is None:
-            for d in daemons:
-                if not d.alive():
-                    bench.kill()
-                    raise HodrError(f"demo: the {d.name} daemon exited: {d.tail(3)}")
+            try:
+                for d in daemons:
+                    d.check()
+            except HodrError:
+                bench.kill()
+                raise
             with contextlib.suppress(HodrError):
                 lag = float(
                     standby.psql(
@@ -275,7 +263,7 @@ def run_demo(
         t1 = time.monotonic()
         src = _fingerprint(primary, tables)
         try:
-            _wait(lambda: _fingerprint(standby, tables) == src, 120, "the standby to catch up", daemons)
+            wait_until(lambda: _fingerprint(standby, tables) == src, 120, "the standby to catch up", daemons)
         except HodrError as exc:
             say(f"  {exc}")
         result.catch_up_s = round(time.monotonic() - t1, 3)
