@@ -12,16 +12,9 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.harness import DB, Pair, wait_equal
-from tests.integration.test_e2e_postgres import SCHEMA, TABLES, _worker
+from tests.workload import SCHEMA, TABLES, worker
 
 pytestmark = pytest.mark.pg
-
-
-@pytest.fixture
-def pair(pg_factory, tmp_path: Path):
-    p = Pair.create(pg_factory, tmp_path, SCHEMA, source={"logical_decoding_work_mem": "64kB"})
-    yield p
-    p.close()
 
 
 def test_kill_9_either_side_repeatedly_loses_and_doubles_nothing(pair: Pair) -> None:
@@ -37,7 +30,7 @@ def test_kill_9_either_side_repeatedly_loses_and_doubles_nothing(pair: Pair) -> 
     def load(w: int) -> None:
         n = 0
         while not stop.is_set() and not errors:
-            _worker(pair, w, 20, 1000 * w + n, errors, base=(w + 1) * 10**9 + n * 10**6)
+            worker(pair, w, 20, 1000 * w + n, errors, base=(w + 1) * 10**9 + n * 10**6)
             n += 1
 
     clients = [threading.Thread(target=load, args=(w,)) for w in range(2)]

@@ -17,8 +17,8 @@ import pytest
 from hodr.status import control_request
 from tests.conftest import wait_for
 from tests.harness import DB, Pair, wait_equal
-from tests.integration.test_e2e_postgres import SCHEMA, TABLES, _worker
 from tests.integration.test_transport import Proxy
+from tests.workload import SCHEMA, TABLES, worker
 
 pytestmark = pytest.mark.pg
 
@@ -29,7 +29,7 @@ def run_workload(pair: Pair, workers: int, txns: int, seed: int) -> None:
     errors: list[BaseException] = []
     threads = [
         threading.Thread(
-            target=_worker, args=(pair, w, txns, seed * 100 + w, errors, (seed * 10 + w + 1) * 10**7)
+            target=worker, args=(pair, w, txns, seed * 100 + w, errors, (seed * 10 + w + 1) * 10**7)
         )
         for w in range(workers)
     ]
