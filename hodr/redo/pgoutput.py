@@ -259,6 +259,13 @@ def _xid(buf: bytes, pos: int, streaming: bool) -> tuple[int, int]:
     return 0, pos
 
 
+def _xid_relid(buf: bytes, pos: int, streaming: bool) -> tuple[int, int, int]:
+    """The prefix of Insert/Update/Delete: in a streamed block the (sub)transaction id comes
+    before the relation id.  Returns (xid or 0, relid, position after them)."""
+    xid, pos = _xid(buf, pos, streaming)
+    return xid, _U32(buf, pos)[0], pos + 4
+
+
 # --- parsers, one per message kind -----------------------------------------------------------------
 def parse_begin(buf: bytes, pos: int, streaming: bool) -> BeginMsg:
     return BeginMsg(*_BEGIN(buf, pos))
@@ -302,13 +309,7 @@ def parse_type(buf: bytes, pos: int, streaming: bool) -> TypeMsg:
 
 
 def parse_insert(buf: bytes, pos: int, streaming: bool) -> InsertMsg:
-    if streaming:
-        xid, relid = _XID_RELID(buf, pos)
-        pos += 8
-    else:
-        xid = 0
-        (relid,) = _U32(buf, pos)
-        pos += 4
+    xid, relid, pos = _xid_relid(buf, pos, streaming)
     if buf[pos] != 78:  # 'N'
         raise ValueError(f"Insert: expected 'N' before the new tuple, got {chr(buf[pos])!r}")
     new, _ = _tuple(buf, pos + 1)
@@ -316,13 +317,7 @@ def parse_insert(buf: bytes, pos: int, streaming: bool) -> InsertMsg:
 
 
 def parse_update(buf: bytes, pos: int, streaming: bool) -> UpdateMsg:
-    if streaming:
-        xid, relid = _XID_RELID(buf, pos)
-        pos += 8
-    else:
-        xid = 0
-        (relid,) = _U32(buf, pos)
-        pos += 4
+    xid, relid, pos = _xid_relid(buf, pos, streaming)
     marker = buf[pos]
     old_kind = ""
     old: Row | None = None
@@ -337,13 +332,7 @@ def parse_update(buf: bytes, pos: int, streaming: bool) -> UpdateMsg:
 
 
 def parse_delete(buf: bytes, pos: int, streaming: bool) -> DeleteMsg:
-    if streaming:
-        xid, relid = _XID_RELID(buf, pos)
-        pos += 8
-    else:
-        xid = 0
-        (relid,) = _U32(buf, pos)
-        pos += 4
+    xid, relid, pos = _xid_relid(buf, pos, streaming)
     marker = buf[pos]
     if marker != 75 and marker != 79:
         raise ValueError(f"Delete: expected 'K' or 'O' before the old tuple, got {chr(marker)!r}")
