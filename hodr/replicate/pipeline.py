@@ -22,13 +22,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from hodr.config import Config, tls_errors
 from hodr.errors import ConfigError, HodrError, HodrFatal, Retryable
 from hodr.position import ZERO, LogPosition
-from hodr.redo.records import Changed, Idle, LoadRows, RowChange, Truncate
+from hodr.redo.records import Idle, LoadRows, RowChange, Truncate
 from hodr.replicate import tls
 from hodr.replicate.apply import ApplyLoop
 from hodr.replicate.assembler import Assembler
@@ -90,7 +89,38 @@ class _Backoff:
 
 
 # --- primary --------------------------------------------------------------------------------------
-class PrimaryPipeline:
+class _SessionLoop:
+    """What both roles share: a thread that runs one session after another until stopped.
+
+    A ``Retryable`` error ends the session, shows in the sentence and is retried with backoff;
+    anything else is fatal and kept for the daemon, which reports it and stops (I9)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._problem = ""  # the last retryable problem, for the sentence
+
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def _run_sessions(self, what: str, session: Callable[[_Backoff], None]) -> None:
+        backoff = _Backoff()
+        while not self._stop.is_set():
+            try:
+                session(backoff)
+            except Retryable as exc:
+                self._problem = " ".join(str(exc).split())
+                log.warning("%s: %s (retrying)", what, self._problem)
+                backoff.wait(self._stop)
+            except BaseException as exc:  # noqa: BLE001 - fatal: the daemon reports and stops
+                if not self._stop.is_set():
+                    log.error("%s stopped: %s", what, exc)
+                    self._error = exc
+                return
+
+
+class PrimaryPipeline(_SessionLoop):
     """Capture → assembler → outbox, and the transport server that feeds the standbys.
 
     ``outbox_base``: for a promoted standby, the position it had applied at promotion; a new
@@ -101,10 +131,7 @@ class PrimaryPipeline:
         self.outbox_base = outbox_base or ZERO
         self.cfg = cfg
         self.data = cfg.data_path
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._ready = threading.Event()
-        self._problem = ""  # the last retryable problem, for the sentence
+        super().__init__()
         self.state = NodeState()
         self.outbox: Outbox | None = None
         self.server: PrimaryServer | None = None
@@ -163,9 +190,6 @@ class PrimaryPipeline:
             self.server.close(timeout)
         if self.outbox:
             self.outbox.close()
-
-    def ready(self) -> bool:
-        return self._ready.is_set()
 
     def error(self) -> BaseException | None:
         return self._error
@@ -364,19 +388,7 @@ class PrimaryPipeline:
 
     # -- capture thread ------------------------------------------------------------------------
     def _capture_main(self) -> None:
-        backoff = _Backoff()
-        while not self._stop.is_set():
-            try:
-                self._capture_session(backoff)
-            except Retryable as exc:
-                self._problem = " ".join(str(exc).split())
-                log.warning("capture: %s (retrying)", self._problem)
-                backoff.wait(self._stop)
-            except BaseException as exc:  # noqa: BLE001 - fatal: the daemon reports and stops
-                if not self._stop.is_set():
-                    log.error("capture stopped: %s", exc)
-                    self._error = exc
-                return
+        self._run_sessions("capture", self._capture_session)
 
     def _make_source(self) -> Any:
         from hodr.redo.postgres import PostgresSource
@@ -605,16 +617,13 @@ class _LoadMeter:
 
 
 # --- standby ----------------------------------------------------------------------------------------
-class StandbyPipeline:
+class StandbyPipeline(_SessionLoop):
     """Transport receiver → durable queue → applier → target database."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.data = cfg.data_path
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._ready = threading.Event()
-        self._problem = ""
+        super().__init__()
         self.queue: DurableQueue | None = None
         self.client: StandbyClient | None = None
         self._files: tls.TlsFiles | None = None
@@ -688,9 +697,6 @@ class StandbyPipeline:
         if self.queue:
             self.queue.close()
 
-    def ready(self) -> bool:
-        return self._ready.is_set()
-
     def error(self) -> BaseException | None:
         if self._error is None and self.client is not None and self.client.failed:
             return HodrFatal(f"transport: {self.client.failed}")
@@ -754,19 +760,7 @@ class StandbyPipeline:
 
     # -- apply thread ------------------------------------------------------------------------------
     def _apply_main(self) -> None:
-        backoff = _Backoff()
-        while not self._stop.is_set():
-            try:
-                self._apply_session(backoff)
-            except Retryable as exc:
-                self._problem = " ".join(str(exc).split())
-                log.warning("apply: %s (retrying)", self._problem)
-                backoff.wait(self._stop)
-            except BaseException as exc:  # noqa: BLE001 - fatal: the daemon reports and stops
-                if not self._stop.is_set():
-                    log.error("apply stopped: %s", exc)
-                    self._error = exc
-                return
+        self._run_sessions("apply", self._apply_session)
 
     def _apply_session(self, backoff: _Backoff) -> None:
         from hodr.replicate.apply.postgres import PostgresTarget, prepare_standby
@@ -841,15 +835,3 @@ def _count_rows(txn: Transaction) -> int:
         elif isinstance(c, LoadRows):
             n += len(c.rows)
     return n
-
-
-__all__ = [
-    "build",
-    "initial_load",
-    "PrimaryPipeline",
-    "StandbyPipeline",
-    "Changed",
-    "HodrError",
-    "Callable",
-    "Path",
-]
