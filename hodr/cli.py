@@ -139,9 +139,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             print("hodr: init-load runs on the primary (role: primary in the config)", file=sys.stderr)
             return 2
         from hodr.status import read_status
+        from hodr.takeover.daemonctl import pid_alive
 
         st = read_status(cfg.run_path)
-        if st is not None and st.role not in ("stopped", "failed") and _pid_alive(st.pid):
+        if st is not None and st.role not in ("stopped", "failed") and pid_alive(st.pid):
             print(f"hodr: the daemon is running (pid {st.pid}); stop it before init-load", file=sys.stderr)
             return 1
         pos = initial_load(cfg, progress=sys.stderr.isatty())
@@ -161,18 +162,6 @@ def _dispatch(args: argparse.Namespace) -> int:
             sync=args.sync,
         )
     raise AssertionError(args.cmd)
-
-
-def _pid_alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _certs(args: argparse.Namespace) -> int:

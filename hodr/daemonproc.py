@@ -80,7 +80,7 @@ class DaemonProcess:
             st = self.status()
             return st if st is not None and st.role in ("primary", "standby") else None
 
-        return wait_until(ready, timeout, f"{self.name} to be running", (self,))
+        return wait_until(ready, timeout, f"{self.name} to be running", (self,), interval=0.05)
 
     def kill(self) -> None:
         """kill -9: the process gets no chance to flush or say goodbye."""
@@ -108,7 +108,13 @@ class DaemonProcess:
             return ""
 
 
-def wait_until(pred: Callable[[], T], timeout: float, what: str, daemons: Iterable[DaemonProcess] = ()) -> T:
+def wait_until(
+    pred: Callable[[], T],
+    timeout: float,
+    what: str,
+    daemons: Iterable[DaemonProcess] = (),
+    interval: float = 0.1,
+) -> T:
     """Poll ``pred`` until it is truthy; fail at once when one of ``daemons`` exits (there is no
     point waiting for a dead daemon), or with a HodrError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -120,4 +126,4 @@ def wait_until(pred: Callable[[], T], timeout: float, what: str, daemons: Iterab
             d.check()
         if time.monotonic() > deadline:
             raise HodrError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval)
