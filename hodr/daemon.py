@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, Protocol
 
 from hodr import __version__
@@ -159,7 +159,7 @@ class Daemon:
     def _on_control(self, req: dict[str, Any]) -> dict[str, Any]:
         what = req.get("request")
         if what == "status":
-            return {"result": "done", "status": _status_dict(self._status)}
+            return {"result": "done", "status": asdict(self._status)}
         if what == "stop":
             self.request_stop()
             return {"result": "in-progress", "sentence": "stopping"}
@@ -176,12 +176,6 @@ class Daemon:
                 "SIGHUP: configuration reload is not supported yet; restart the service to apply changes"
             ),
         )
-
-
-def _status_dict(status: Status) -> dict[str, Any]:
-    import json
-
-    return dict(json.loads(status.to_json()))
 
 
 def _one_line(exc: BaseException) -> str:
