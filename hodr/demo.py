@@ -94,6 +94,10 @@ def _fingerprint(pg: PgInstance, tables: list[str]) -> dict[str, tuple[int, str]
     return out
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(
     seconds: float = 20.0,
     clients: int = 2,
@@ -104,7 +108,7 @@ def run_demo(
 ) -> int:
     """Set up, replicate under load, verify; exit 0 only when both sides are equal."""
     # SIGTERM (e.g. from `timeout`) must still run the cleanup below: servers and daemons go.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     base = Path(workdir) if workdir else make_base_dir(prefix="hodr-demo-")
     if workdir:
         base.mkdir(parents=True, exist_ok=True)
