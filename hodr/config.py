@@ -47,6 +47,9 @@ class TargetConfig:
     batch_txns: int = 200  # larger groups grow hot rows' version chains (apply benchmark)
     batch_changes: int = 20000
     read_only: bool = True  # database read-only for applications (I8)
+    # Applied transactions kept in the durable queue (MiB, whole segments; 0 = trim at once):
+    # after a failover, this node's promotion serves peers that were behind from this window.
+    queue_retain_mb: int = 256
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,9 @@ class Config:
     data_dir: str = "/var/lib/hodr/default"
     run_dir: str = "/run/hodr/default"
     sync: bool = False
+    # Release (and in sync mode: let commits return) once this many of the counted standbys
+    # (the required ones) durably hold a commit, like PostgreSQL's ANY N; 0 = all of them.
+    sync_quorum: int = 0
     source: SourceConfig = field(default_factory=SourceConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
@@ -206,6 +212,7 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "data_dir": _str(r".+", "a directory path"),
         "run_dir": _str(r".+", "a directory path"),
         "sync": _bool,
+        "sync_quorum": _int(1, 1000),
         "status_interval_s": _float(0.1, 60),
     },
     "source": {
@@ -226,6 +233,7 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "batch_txns": _int(1, 1_000_000),
         "batch_changes": _int(1, 10_000_000),
         "read_only": _bool,
+        "queue_retain_mb": _int(0, 1 << 20),
     },
     "transport": {
         "listen_host": _str(r".+", "a host name or address"),
@@ -350,6 +358,14 @@ def _cross_checks(cfg: Config) -> list[str]:
         errors.append("target.dsn: required when role is standby")
     if cfg.sync and cfg.role == "primary" and not any(p.required for p in cfg.transport.standbys):
         errors.append("sync: needs at least one standby with required: true")
+    if cfg.sync_quorum:
+        standbys = cfg.transport.standbys
+        counted = sum(1 for p in standbys if p.required) or len(standbys)
+        if 0 < counted < cfg.sync_quorum:
+            errors.append(
+                f"sync_quorum: expected 1-{counted} (the required standbys in transport.standbys), "
+                f"got {cfg.sync_quorum}"
+            )
     if cfg.transport.dead_peer_s <= cfg.transport.heartbeat_s:
         errors.append(
             f"transport.dead_peer_s: must be larger than transport.heartbeat_s "

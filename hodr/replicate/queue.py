@@ -15,6 +15,15 @@ Layout of ``directory``::
 A new lineage (the standby now follows another primary's history) gets a new segment directory,
 switched to by rewriting meta.json: the switch is one atomic rename, and leftovers of the old
 directory are removed on the next open.
+
+Retention (``retain_bytes``, ``target.queue_retain_mb``): applied records are not deleted at once;
+the newest ``retain_bytes`` of applied records stay (trimming stays whole segments, so somewhat
+more is kept).  Why: after a failover this standby may be promoted, and its peers that had
+durably received *less* from the old primary must then resume from it.  The promotion seeds the
+new primary's outbox with this window (:meth:`DurableQueue.retained_window`), so a peer whose last
+durable commit is any commit in the window continues right after it instead of being reseeded.
+``meta.json`` records the commit of the last transaction trimmed away (``trimmed_commit``), the
+commit the window continues from.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from pathlib import Path
 
 from hodr.errors import CorruptData, RetryableTransportError
 from hodr.position import LogPosition
-from hodr.replicate.codec import decode_transaction, peek_transaction
+from hodr.replicate.codec import TxnHeader, decode_transaction, peek_transaction
 from hodr.replicate.fsutil import atomic_write, fsync_dir, make_dirs, read_small, storage_errors
 from hodr.replicate.segments import DEFAULT_SEGMENT_BYTES, SegmentReader, SegmentStore
 from hodr.replicate.transaction import Transaction
@@ -76,8 +85,10 @@ class DurableQueue:
         *,
         max_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         fsync: bool = True,
+        retain_bytes: int = 0,
     ) -> None:
         self.directory = make_dirs(directory)
+        self.retain_bytes = max(0, retain_bytes)
         self._seg_opts = {"max_segment_bytes": max_segment_bytes, "fsync": fsync}
         self._meta_path = self.directory / META_FILE
         self._lock = threading.Lock()  # guards the store swap on a lineage change
@@ -93,6 +104,7 @@ class DurableQueue:
             self.lineage: str | None = None
             self.start_seq = 1
             self.base_commit: LogPosition | None = None
+            self.trimmed_commit: LogPosition | None = None
             self._segdir = "segments"
             self._write_meta()
             return
@@ -105,6 +117,8 @@ class DurableQueue:
             self.start_seq = int(meta["start_seq"])
             base = meta["base_commit"]
             self.base_commit = None if base is None else LogPosition.from_list(base)
+            trimmed = meta.get("trimmed_commit")  # absent in queues written before retention
+            self.trimmed_commit = None if trimmed is None else LogPosition.from_list(trimmed)
             self._segdir = str(meta["segdir"])
             if "/" in self._segdir or self._segdir.startswith("."):
                 raise ValueError(f"bad segment directory {self._segdir!r}")
@@ -118,6 +132,7 @@ class DurableQueue:
             "segdir": self._segdir,
             "start_seq": self.start_seq,
             "base_commit": _pos_json(self.base_commit),
+            "trimmed_commit": _pos_json(self.trimmed_commit),
             "written": time.time(),
         }
         atomic_write(self._meta_path, json.dumps(meta, sort_keys=True).encode())
@@ -220,11 +235,113 @@ class DurableQueue:
             pass
 
     def trim(self, upto_seq: int) -> int:
-        """The applier committed everything up to ``upto_seq``: delete whole segments below it."""
+        """The applier committed everything up to ``upto_seq``: delete whole segments below it,
+        except the newest ``retain_bytes`` of applied records (see the module docstring)."""
         with self._lock:
             upto = min(upto_seq, self.durable_seq)
             self._applied = max(self._applied, upto)
-            return self._store.trim(upto)
+            cut = self._retention_cut(upto)
+            store = self._store
+            new_first = store.first_seq_after_trim(cut)
+            if new_first <= store.first_seq:
+                return 0
+            # Closed segments end with a final part (they roll only at a boundary), so the record
+            # before the new first one is the last transaction trimmed away.  Made durable before
+            # any segment goes: the window then always knows the commit it continues from.
+            self.trimmed_commit = self._final_commit_at(new_first - 1)
+            self._write_meta()
+            return store.trim(cut)
+
+    def _retention_cut(self, upto: int) -> int:
+        """The highest seq :meth:`trim` may delete up to while at least ``retain_bytes`` of
+        applied records stay: walk back from the segment holding ``upto`` adding segment sizes."""
+        if self.retain_bytes <= 0:
+            return upto
+        firsts = self._store.segment_firsts()
+        paths = self._store.segment_paths()
+        kept = 0
+        for first, path in reversed(list(zip(firsts, paths, strict=True))):
+            if first > upto:
+                continue  # nothing applied in it yet: it does not count towards the window
+            try:
+                kept += os.stat(path).st_size
+            except FileNotFoundError:
+                continue
+            if kept >= self.retain_bytes:
+                return min(upto, first - 1)
+        return min(upto, firsts[0] - 1) if firsts else upto
+
+    def _final_commit_at(self, seq: int) -> LogPosition | None:
+        """Commit of record ``seq`` if it is a final part (None if it is not, or is gone)."""
+        with self._store.reader(seq) as reader:
+            recs = reader.read(max_records=1)
+        if not recs or recs[0].seq != seq or not recs[0].boundary:
+            return None
+        return peek_transaction(recs[0].payload, self._where(seq)).commit
+
+    def _headers(self, from_seq: int) -> Iterator[tuple[int, bool, TxnHeader, bytes]]:
+        """``(seq, boundary, header, payload)`` of every durable record from ``from_seq``."""
+        end = self.durable_seq
+        with self._store.reader(from_seq) as reader:
+            while batch := reader.read():
+                for rec in batch:
+                    if rec.seq > end:
+                        return
+                    head = peek_transaction(rec.payload, self._where(rec.seq))
+                    yield rec.seq, rec.boundary, head, rec.payload
+
+    def skip_applied(self, applied: LogPosition) -> int:
+        """Mark as applied every retained record of a transaction committed at or before
+        ``applied`` (the target's position), reading only record headers; returns
+        :attr:`applied_seq`.  Why: after a restart the queue only knows that records below its
+        first retained one were applied, and with retention the applier would otherwise decode
+        the whole window again only to skip it."""
+        with self._lock:
+            last = self._applied
+            for seq, boundary, head, _ in self._headers(self._applied + 1):
+                if head.commit > applied:
+                    break
+                if boundary:
+                    last = seq
+            self._applied = max(self._applied, last)
+            return self._applied
+
+    def retained_window(self, upto: LogPosition) -> tuple[LogPosition | None, Iterator[bytes]]:
+        """The applied transactions this queue still holds, for seeding a promoted node's outbox:
+        ``(base, payloads)``.  ``payloads`` are the records' bytes exactly as the old primary's
+        outbox wrote them, whole transactions only (part 0 to final part), every commit at or
+        before ``upto``.  ``base`` is the commit of the last transaction before the first one
+        yielded (``None``: the window starts at the beginning of the old primary's history).
+
+        Only for a queue nobody appends to or trims (the promotion has stopped the receiver and
+        the applier)."""
+        first = max(self._store.first_seq, self.start_seq)
+        base = self.base_commit if self._store.first_seq <= self.start_seq else self.trimmed_commit
+        # Without a known start (a queue written before retention kept trimmed_commit) the
+        # window starts after the first final part; so it does if it begins mid-transaction.
+        known = base is not None or self._store.first_seq <= self.start_seq
+
+        def payloads() -> Iterator[bytes]:
+            nonlocal base, known
+            started = False
+            for _seq, boundary, head, payload in self._headers(first):
+                if not started:
+                    if known and head.part == 0:
+                        started = True
+                    else:
+                        if boundary:
+                            base, known = head.commit, True
+                        continue
+                if head.commit > upto:
+                    return
+                yield payload
+
+        gen = payloads()
+        # The base may only be learnt while reading: read up to the first record of the window.
+        head = next(gen, None)
+        if head is None:
+            return base, iter(())
+        return base, _chain_one(head, gen)
 
     @property
     def applied_seq(self) -> int:
@@ -266,6 +383,7 @@ class DurableQueue:
             self.lineage = lineage
             self.start_seq = start_seq
             self.base_commit = base_commit if base_commit is not None else done_commit
+            self.trimmed_commit = None
             # One atomic rename switches lineage; the old directory is garbage from this instant.
             self._write_meta()
             with storage_errors("remove", old_dir):
@@ -296,6 +414,11 @@ class DurableQueue:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _chain_one(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield head
+    yield from rest
 
 
 class QueueReader:

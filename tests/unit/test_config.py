@@ -76,3 +76,25 @@ def test_sync_needs_a_required_standby() -> None:
 def test_standby_needs_target() -> None:
     _, errors = validate({"role": "standby"})
     assert errors == ["target.dsn: required when role is standby"]
+
+
+def test_sync_quorum_counts_the_required_standbys() -> None:
+    base = {"role": "primary", "sync": True, "source": {"dsn": "x"}}
+    three = {"standbys": ["a", "b", {"name": "c", "required": False}]}
+    cfg, errors = validate({**base, "transport": three})
+    assert errors == [] and cfg is not None and cfg.sync_quorum == 0  # default: all required
+    cfg, errors = validate({**base, "sync_quorum": 2, "transport": three})
+    assert errors == [] and cfg is not None and cfg.sync_quorum == 2
+    _, errors = validate({**base, "sync_quorum": 3, "transport": three})
+    assert errors == ["sync_quorum: expected 1-2 (the required standbys in transport.standbys), got 3"]
+    _, errors = validate({**base, "sync_quorum": 0, "transport": three})
+    assert errors == ["sync_quorum: expected an integer 1-1000, got 0"]
+
+
+def test_queue_retention_defaults_to_256_mib_and_0_turns_it_off() -> None:
+    cfg, _ = validate({"role": "standby", "target": {"dsn": "x"}})
+    assert cfg is not None and cfg.target.queue_retain_mb == 256
+    cfg, _ = validate({"role": "standby", "target": {"dsn": "x", "queue_retain_mb": 0}})
+    assert cfg is not None and cfg.target.queue_retain_mb == 0
+    _, errors = validate({"role": "standby", "target": {"dsn": "x", "queue_retain_mb": -1}})
+    assert errors == ["target.queue_retain_mb: expected an integer 0-1048576, got -1"]

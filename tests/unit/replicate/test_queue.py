@@ -9,7 +9,7 @@ import pytest
 from hodr.errors import CorruptData
 from hodr.position import LogPosition
 from hodr.redo.records import Column, Op, RowChange, Table
-from hodr.replicate.codec import encode_transaction
+from hodr.replicate.codec import encode_transaction, peek_transaction
 from hodr.replicate.queue import DurableQueue, QueueNotApplied
 from hodr.replicate.transaction import Transaction
 
@@ -168,3 +168,88 @@ def test_stats(tmp_path: Path) -> None:
         st = q.stats()
         assert (st.lineage, st.durable_seq, st.received_seq, st.applied_seq) == ("L1", 5, 5, 2)
         assert st.durable_commit == commit_of(5) and st.bytes > 0 and st.pending_records == 3
+
+
+# --- retention and the window a promotion seeds its outbox with -------------------------------------
+def _segments(q: DurableQueue) -> int:
+    return len(list(q.segment_directory.glob("*.seg")))
+
+
+def test_retention_keeps_the_newest_applied_bytes_whole_segments(tmp_path: Path) -> None:
+    with filled(tmp_path / "off", 200, max_segment_bytes=2000) as plain:
+        plain.trim(200)
+        assert _segments(plain) == 1  # no retention: only the active segment stays
+    with filled(tmp_path / "on", 200, max_segment_bytes=2000, retain_bytes=6000) as q:
+        total = _segments(q)
+        q.trim(200)
+        kept = sorted(q.segment_directory.glob("*.seg"))
+        assert 1 < len(kept) < total
+        assert sum(p.stat().st_size for p in kept) >= 6000
+        # dropping the oldest kept segment would leave less than the window
+        assert sum(p.stat().st_size for p in kept[1:]) < 6000
+        first = q.stats().first_seq
+        # the commit the window continues from survives a restart
+        assert q.trimmed_commit == commit_of(first - 1)
+    with DurableQueue(tmp_path / "on", retain_bytes=6000) as q:
+        assert q.trimmed_commit == commit_of(q.stats().first_seq - 1)
+
+
+def test_retention_never_counts_unapplied_records(tmp_path: Path) -> None:
+    with filled(tmp_path, 200, max_segment_bytes=2000, retain_bytes=6000) as q:
+        total = _segments(q)
+        assert q.trim(20) == 0  # the applied part is smaller than the window: nothing goes
+        assert _segments(q) == total
+
+
+def test_retained_window_is_the_applied_history_byte_for_byte(tmp_path: Path) -> None:
+    with DurableQueue(tmp_path, max_segment_bytes=2000, retain_bytes=4000) as q:
+        q.reset_lineage("L1", 1, base_commit=commit_of(0))
+        seq = 0
+        sent: dict[int, bytes] = {}
+        for i in range(1, 121):
+            parts = [enc(i)] if i % 10 else [enc(i, part=0, final=False), enc(i, part=1, final=True)]
+            for payload in parts:
+                seq += 1
+                q.append(seq, payload)
+                sent[seq] = payload
+        q.sync()
+        # Never trimmed: the window is the lineage from its start, based at its base commit.
+        base, payloads = q.retained_window(commit_of(120))
+        assert base == commit_of(0) and list(payloads) == [sent[s] for s in range(1, seq + 1)]
+        q.trim(seq)
+        first = q.stats().first_seq
+        assert first > 1
+        base, payloads = q.retained_window(commit_of(115))
+        got = list(payloads)
+        assert base == q.trimmed_commit
+        # Whole transactions from the first retained one up to and including commit 115.
+        first_txn = peek_transaction(got[0])
+        assert first_txn.part == 0 and base < first_txn.commit
+        assert peek_transaction(got[-1]).commit == commit_of(115)
+        assert got == [sent[s] for s in range(first, first + len(got))]
+
+
+def test_retained_window_of_an_old_queue_starts_after_its_first_final_part(tmp_path: Path) -> None:
+    with filled(tmp_path, 60, max_segment_bytes=2000) as q:
+        q.trim(40)
+        first = q.stats().first_seq
+        q.trimmed_commit = None  # as written before retention recorded it
+        base, payloads = q.retained_window(commit_of(60))
+        assert base == commit_of(first)
+        assert [peek_transaction(p).commit for p in payloads] == [commit_of(i) for i in range(first + 1, 61)]
+
+
+def test_a_fresh_history_window_has_no_base(tmp_path: Path) -> None:
+    with filled(tmp_path, 5) as q:
+        base, payloads = q.retained_window(commit_of(3))
+        assert base is None and len(list(payloads)) == 3
+
+
+def test_skip_applied_reads_headers_only_up_to_the_target_position(tmp_path: Path) -> None:
+    with filled(tmp_path, 50, max_segment_bytes=2000, retain_bytes=1 << 20) as q:
+        q.trim(50)
+    with DurableQueue(tmp_path, retain_bytes=1 << 20) as q:
+        assert q.applied_seq == 0  # after a restart only the trim point is known
+        assert q.skip_applied(commit_of(30)) == 30
+        assert [s for s, _ in q.read_from(q.applied_seq + 1)][0] == 31
+        assert q.skip_applied(commit_of(10)) == 30  # never backwards
