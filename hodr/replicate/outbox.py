@@ -284,32 +284,48 @@ class Outbox:
         pipeline may pass ``sync=False`` and call :meth:`sync` once for a group of transactions
         (group commit: one fsync for many commits).
         """
+        self._check_next(txn.xid, txn.part, txn.commit)
+        return self._append(txn.xid, txn.part, txn.final, txn.commit, encode_transaction(txn), sync)
+
+    def append_payload(self, payload: bytes, *, sync: bool = True) -> int:
+        """Append one transaction part already encoded by :func:`encode_transaction` (another
+        node's outbox wrote it; a standby's queue kept it byte for byte), with the same rules
+        as :meth:`append`.  Used to seed a promoted node's outbox with the old history's
+        transactions it still holds: numbered here, content and commit positions unchanged."""
+        head = peek_transaction(payload, f"{self.directory}: seeded record {self._store.last_seq + 1}")
+        self._check_next(head.xid, head.part, head.commit)
+        return self._append(head.xid, head.part, head.final, head.commit, payload, sync)
+
+    def _check_next(self, xid: int, part: int, commit: LogPosition) -> None:
         if self._open_xid is None:
-            if txn.part != 0:
-                raise ValueError(f"outbox: xid {txn.xid} starts with part {txn.part}, expected 0")
-            if txn.commit <= self._last_commit:
+            if part != 0:
+                raise ValueError(f"outbox: xid {xid} starts with part {part}, expected 0")
+            if commit <= self._last_commit:
                 raise ValueError(
-                    f"outbox: commit {txn.commit} of xid {txn.xid} is not after the last "
+                    f"outbox: commit {commit} of xid {xid} is not after the last "
                     f"commit {self._last_commit} (commit order, I2)"
                 )
-        elif (txn.xid, txn.part, txn.commit) != (self._open_xid, self._open_part + 1, self._open_commit):
+        elif (xid, part, commit) != (self._open_xid, self._open_part + 1, self._open_commit):
             raise ValueError(
-                f"outbox: part {txn.part} of xid {txn.xid} does not continue xid {self._open_xid} "
+                f"outbox: part {part} of xid {xid} does not continue xid {self._open_xid} "
                 f"part {self._open_part}"
             )
-        payload = encode_transaction(txn)
+
+    def _append(
+        self, xid: int, part: int, final: bool, commit: LogPosition, payload: bytes, sync: bool
+    ) -> int:
         seq = self._store.last_seq + 1
-        self._store.append(seq, payload, boundary=txn.final)
+        self._store.append(seq, payload, boundary=final)
         self._end_off += HEADER_SIZE + len(payload)
-        if txn.final:
+        if final:
             self._open_xid = self._open_commit = None
-            self._last_commit = txn.commit
+            self._last_commit = commit
             with self._lock:
-                self._index_add(seq, txn.commit, self._end_off)
+                self._index_add(seq, commit, self._end_off)
             if sync:
                 self.sync()
         else:
-            self._open_xid, self._open_part, self._open_commit = txn.xid, txn.part, txn.commit
+            self._open_xid, self._open_part, self._open_commit = xid, part, commit
         return seq
 
     def sync(self) -> int:
@@ -471,15 +487,21 @@ class Outbox:
             names = list(required) or list(self._standbys)
             return min((self._standbys[n].seq for n in names), default=0)
 
-    def released_position(self, required: Iterable[str]) -> LogPosition:
+    def released_position(self, required: Iterable[str], quorum: int = 0) -> LogPosition:
         """The highest commit position whose transaction is durable on every ``required``
-        standby: what capture may tell the source to release (I6).  The pipeline must still cap
-        it at the assembler's restart point."""
+        standby: what capture may tell the source to release (I6).
+
+        ``quorum`` N (1..): durable on at least N of them instead (the N-th highest acked
+        commit, like PostgreSQL's ``ANY N (...)``); 0 or more than there are names: on every
+        one.  Safe because the outbox keeps every record for each standby until *it* acked it
+        (trimming is per standby), so the slower ones still get everything from here."""
         with self._lock:
             names = list(required) or list(self._standbys)
             if not names:
                 return self.base
-            return min(self._standbys[n].commit for n in names)
+            commits = sorted((self._standbys[n].commit for n in names), reverse=True)
+        n = quorum if 0 < quorum <= len(commits) else len(commits)
+        return commits[n - 1]
 
     # -- handshake support --------------------------------------------------------------------
     def resume_point(self, lineage: str | None, durable_seq: int, commit: LogPosition | None) -> int:

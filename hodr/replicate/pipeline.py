@@ -219,7 +219,12 @@ class PrimaryPipeline(_SessionLoop):
                 st = stats.get(p.name)
                 acked_seq = self.outbox.acked(p.name)
                 commit = self.outbox.cursor(p.name).commit
-                lag = max(0, self._capture_pos.lsn - commit.lsn) if commit.epoch == self.state.epoch else 0
+                if commit.epoch == self.state.epoch:
+                    lag = max(0, self._capture_pos.lsn - commit.lsn)
+                else:
+                    # Acked only up to an older epoch (e.g. a peer catching up from the window a
+                    # promotion seeded): source LSNs are not comparable, the outbox bytes are.
+                    lag = self.outbox.lag_bytes(p.name)
                 peers.append(
                     PeerStatus(
                         name=p.name,
@@ -347,15 +352,17 @@ class PrimaryPipeline(_SessionLoop):
         atomic_write(self.data / DETACHED_FILE, json.dumps(self._detached, sort_keys=True).encode())
 
     def _release_floor(self) -> LogPosition:
-        """The commit every standby that counts holds durably: the required ones, less the
+        """The commit enough standbys that count hold durably: the required ones, less the
         detached; if that leaves nobody, every attached standby; if nobody at all, the end of
-        what the outbox holds durably (nothing is waiting for anyone)."""
+        what the outbox holds durably (nothing is waiting for anyone).  "Enough" is
+        ``sync_quorum`` of them (default, 0: all); fewer counted standbys than the quorum (some
+        detached) means all of those left."""
         assert self.outbox is not None
         names = [n for n in self._required if n not in self._detached]
         if not names:
             names = [p.name for p in self.cfg.transport.standbys if p.name not in self._detached]
         if names:
-            return self.outbox.released_position(names)
+            return self.outbox.released_position(names, self.cfg.sync_quorum)
         end = self.outbox.end_seq
         return self.outbox.commit_for_seq(end) if end else self.outbox.base
 
@@ -638,7 +645,7 @@ class StandbyPipeline(_SessionLoop):
     def start(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
         files = _tls_files(self.cfg)
-        self.queue = DurableQueue(self.data / "queue")
+        self.queue = DurableQueue(self.data / "queue", retain_bytes=self.cfg.target.queue_retain_mb << 20)
         self._files = files
         self.client = self._make_client(self.cfg.transport.primary_host, self.cfg.transport.port).start()
         self._thread = threading.Thread(target=self._apply_main, name="apply", daemon=True)
@@ -777,6 +784,9 @@ class StandbyPipeline(_SessionLoop):
             backoff.reset()
             self._finals.clear()
             loop = ApplyLoop(target, self.cfg.target.batch_txns, self.cfg.target.batch_changes)
+            # Retained records (queue.retain_bytes) the target already holds are skipped by their
+            # headers, not decoded and skipped by the loop.
+            self.queue.skip_applied(self._applied)
             loop.apply_stream(self._parts(self.queue.applied_seq + 1), self._on_applied)
         finally:
             target.close()

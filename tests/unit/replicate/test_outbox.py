@@ -9,7 +9,7 @@ import pytest
 
 from hodr.position import LogPosition
 from hodr.redo.records import Column, Op, RowChange, Table
-from hodr.replicate.codec import decode_transaction
+from hodr.replicate.codec import decode_transaction, encode_transaction
 from hodr.replicate.outbox import Cursor, NeedsReseed, Outbox
 from hodr.replicate.segments import SeqUnavailable
 from hodr.replicate.transaction import Transaction
@@ -297,3 +297,60 @@ def test_lag_in_bytes_for_status(tmp_path: Path) -> None:
     with Outbox(tmp_path, standbys=["a"]) as ob:  # offsets rebuilt on open
         seq = ob.append(txn(11, size=3))
         assert ob.lag_bytes("a") == HEADER_SIZE + len(dict(ob.read_from(seq))[seq])
+
+
+def test_released_position_with_a_quorum_is_the_nth_highest_ack(tmp_path: Path) -> None:
+    with Outbox(tmp_path, standbys=["a", "b", "c"]) as ob:
+        for i in range(1, 11):
+            ob.append(txn(i))
+        ob.ack("a", 9)
+        ob.ack("b", 4)  # c acked nothing
+        names = ["a", "b", "c"]
+        assert ob.released_position(names, 1) == commit_of(9)
+        assert ob.released_position(names, 2) == commit_of(4)
+        assert ob.released_position(names, 3) == LogPosition(0, 0)
+        assert ob.released_position(names) == ob.released_position(names, 3)  # 0: every one
+        assert ob.released_position(["a", "b"], 3) == commit_of(4)  # fewer names: all of them
+        ob.ack("c", 10)
+        assert ob.released_position(names, 1) == commit_of(10)
+        assert ob.released_position(names, 2) == commit_of(9)
+
+
+def test_a_seeded_outbox_serves_peers_from_any_commit_of_the_old_window(tmp_path: Path) -> None:
+    """A promoted node's outbox: old-epoch transactions copied byte for byte, then new-epoch
+    capture.  Peers at any old commit in the window, at its base, or at its end resume; the
+    released position stays in the old epoch until they acked new-epoch work."""
+    old = [encode_transaction(txn(i)) for i in range(21, 31)]
+    with Outbox(tmp_path, standbys=["b", "old"], base=commit_of(20)) as ob:
+        for payload in old:
+            ob.append_payload(payload, sync=False)
+        ob.sync()
+        assert ob.last_commit() == commit_of(30) and ob.end_seq == 10
+        assert [p for _, p in ob.read_from(1)] == old  # same bytes, new numbers
+        new = Transaction(7, LogPosition(2, 100), LogPosition(2, 110), 0, txn(1).changes)
+        assert ob.append(new) == 11
+        assert ob.resume_point("old-lineage", 999, commit_of(20)) == 1  # at the window's base
+        assert ob.resume_point("old-lineage", 999, commit_of(25)) == 6
+        assert ob.resume_point("old-lineage", 999, commit_of(30)) == 11  # at the applied end
+        with pytest.raises(NeedsReseed, match="before what this outbox still holds"):
+            ob.resume_point("old-lineage", 999, commit_of(19))
+        with pytest.raises(NeedsReseed, match="not a commit of this history"):
+            ob.resume_point("old-lineage", 999, LogPosition(1, 1255))
+        ob.ack("b", 5)
+        assert ob.released_position(["b", "old"], 1) == commit_of(25)  # old epoch: never released
+        ob.ack("b", 11)
+        assert ob.released_position(["b", "old"], 1) == LogPosition(2, 110)
+        assert ob.released_position(["b", "old"]) == commit_of(20)  # "old" acked nothing
+        # Commit order holds across the seam: nothing of the old epoch after the new one.
+        with pytest.raises(ValueError, match="commit order"):
+            ob.append_payload(encode_transaction(txn(31)))
+
+
+def test_append_payload_keeps_the_part_rules(tmp_path: Path) -> None:
+    with Outbox(tmp_path) as ob:
+        with pytest.raises(ValueError, match="expected 0"):
+            ob.append_payload(encode_transaction(txn(1, part=1)))
+        ob.append_payload(encode_transaction(txn(1, part=0, final=False)))
+        assert ob.end_seq == 0  # half a transaction is never shipped
+        ob.append_payload(encode_transaction(txn(1, part=1, final=True)))
+        assert ob.end_seq == 2 and ob.commit_for_seq(2) == commit_of(1)
