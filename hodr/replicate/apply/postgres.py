@@ -54,10 +54,14 @@ __all__ = ["PostgresTarget", "PostgresTxn", "prepare_standby", "release_standby"
 #: Logical messages with this prefix are hodr's own markers and are recorded in ``hodr.markers``.
 MARKER_PREFIX = "hodr"
 
-#: Settings of the apply session (see the module docstring for why).
+#: Settings of the apply session (see the module docstring for why).  ``synchronous_commit =
+#: local``: a demoted primary keeps hodr's ``synchronous_standby_names`` (sync mode) in its
+#: postgresql.auto.conf, and nothing streams from it as a standby, so without it every applied
+#: commit (and hodr's own DDL on a promotion) would wait forever for a synchronous standby.
 SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
     ("session_replication_role", "replica"),
     ("default_transaction_read_only", "off"),
+    ("synchronous_commit", "local"),
 )
 
 _SETUP_SQL = (
@@ -152,6 +156,7 @@ def mark_applied(dsn: str, position: LogPosition) -> None:
         target.setup()
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("SET default_transaction_read_only = off")
+            conn.execute("SET synchronous_commit = local")
             conn.execute(
                 "UPDATE hodr.applied SET epoch = %s, lsn = %s, seq = %s, applied_at = now() WHERE id = 1",
                 (position.epoch, position.lsn, position.seq),
@@ -165,8 +170,10 @@ def mark_applied(dsn: str, position: LogPosition) -> None:
 def _set_database_read_only(dsn: str, read_only: bool) -> None:
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            # Our own session must be writable, or ALTER DATABASE itself is refused.
+            # Our own session must be writable, or ALTER DATABASE itself is refused; and it must
+            # not wait for a synchronous standby that may not exist (SESSION_SETTINGS).
             conn.execute("SET default_transaction_read_only = off")
+            conn.execute("SET synchronous_commit = local")
             row = conn.execute("SELECT current_database()").fetchone()
             assert row is not None
             db = quote_ident(row[0])
