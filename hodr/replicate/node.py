@@ -173,9 +173,8 @@ class ReplicaNode:
         state.save(self.cfg.data_path)
         self._job_step = f"epoch {epoch}: database writable for applications"
         release_standby(self.cfg.target.dsn)
-        # The outbox of an older epoch is a cache of a history that is over: start anew at the
-        # applied position, so peers holding exactly that commit resume without a reseed.
-        shutil.rmtree(self.cfg.data_path / "outbox", ignore_errors=True)
+        self._job_step = f"epoch {epoch}: seeding the outbox from the queue's retained window"
+        self._seed_outbox(applied)
         src = replace(self.cfg.source, dsn=self.cfg.source.dsn or self.cfg.target.dsn, initial_load=False)
         cfg = replace(self.cfg, role="primary", source=src)
         self._job_step = f"epoch {epoch}: starting capture (new slot)"
@@ -189,6 +188,52 @@ class ReplicaNode:
                 raise HodrError("promote: capture did not start before the deadline")
             time.sleep(0.05)
         log.info("promoted: primary in epoch %d from %s", epoch, applied)
+
+    def _seed_outbox(self, applied: LogPosition) -> None:
+        """The new primary's outbox starts with the old history's transactions this node still
+        holds in its durable queue (target.queue_retain_mb), byte for byte and at their old
+        commit positions, ending exactly at ``applied``; capture appends the new epoch after
+        them.  A peer whose last durable commit is any commit in that window (it had received
+        less than this node from the old primary) resumes right after it instead of needing a
+        reseed (Outbox.resume_point); one at exactly ``applied`` resumes at the new epoch.
+
+        The outbox of an older epoch on this node is a cache of a history that is over and is
+        removed.  Built aside and renamed into place: a crash never leaves half a window.
+        Without a usable window (the queue ends before ``applied``, e.g. after a demotion) the
+        outbox starts empty at ``applied``, as before retention existed."""
+        import os
+
+        from hodr.position import ZERO
+        from hodr.replicate.fsutil import fsync_dir
+        from hodr.replicate.outbox import Outbox
+
+        data = self.cfg.data_path
+        final, aside = data / "outbox", data / "outbox.seed"
+        shutil.rmtree(final, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        q = DurableQueue(data / "queue")
+        try:
+            base, payloads = q.retained_window(applied)
+            with Outbox(aside, base=base or ZERO) as ob:
+                for payload in payloads:
+                    ob.append_payload(payload, sync=False)
+                records = ob.sync()
+                last = ob.last_commit()
+        finally:
+            q.close()
+        if last != applied:
+            log.warning(
+                "promote: the queue's retained window ends at %s, not at the applied %s: the "
+                "outbox starts empty there (peers that are behind need a reseed)",
+                last,
+                applied,
+            )
+            shutil.rmtree(aside, ignore_errors=True)
+            Outbox(aside, base=applied).close()
+            base, records = applied, 0
+        os.rename(aside, final)
+        fsync_dir(data)
+        log.info("promote: outbox seeded with %d record(s) of the old history after %s", records, base)
 
     # -- demote ------------------------------------------------------------------------------------
     def _demote_request(self, req: dict[str, Any]) -> dict[str, Any]:
