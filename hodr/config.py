@@ -102,6 +102,7 @@ class Config:
     data_dir: str = "/var/lib/hodr/default"
     run_dir: str = "/run/hodr/default"
     sync: bool = False
+    rejoin_rewind: bool = False  # async: a crashed primary may undo its unshipped tail (rewind.py)
     # Release (and in sync mode: let commits return) once this many of the counted standbys
     # (the required ones) durably hold a commit, like PostgreSQL's ANY N; 0 = all of them.
     sync_quorum: int = 0
@@ -212,6 +213,7 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "data_dir": _str(r".+", "a directory path"),
         "run_dir": _str(r".+", "a directory path"),
         "sync": _bool,
+        "rejoin_rewind": _bool,
         "sync_quorum": _int(1, 1000),
         "status_interval_s": _float(0.1, 60),
     },

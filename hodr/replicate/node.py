@@ -46,9 +46,19 @@ class ReplicaNode:
         self._job_step = ""
         self._job_error = ""
         self._error: BaseException | None = None
+        self._held = ""  # why this node does not stream (a crashed primary's refused rewind)
 
     # -- RolePipeline ------------------------------------------------------------------------------
     def start(self) -> None:
+        from hodr.replicate import rewind
+
+        if self.role == "primary":
+            rewind.record_primary_term(self.cfg)
+        else:  # a crashed primary undoes its unacknowledged tail first, or is held out
+            outcome = rewind.rejoin(self.cfg)
+            if outcome is not None and outcome.diverged:
+                self._held = outcome.reason
+                return
         self.current.start()
 
     def stop(self, timeout: float) -> None:
@@ -70,6 +80,7 @@ class ReplicaNode:
             {
                 "primary_epochs": list(state.primary_epochs),
                 "diverged": state.diverged,
+                "diverged_reason": state.diverged_reason,
                 "role_change": self._job_name,
                 "role_change_step": self._job_step,
                 "role_change_error": self._job_error,
@@ -82,6 +93,8 @@ class ReplicaNode:
     def sentence(self) -> str:
         if self._job is not None:
             return f"{self._job_name}: {self._job_step}"
+        if self._held:
+            return f"held, not streaming: {self._held}"
         return self.current.sentence()
 
     # -- control -----------------------------------------------------------------------------------
