@@ -64,9 +64,12 @@ class Pair:
         standbys: int = 1,
         transport: dict[str, Any] | None = None,
         standby_transport: list[dict[str, Any]] | None = None,
+        primary_names: list[str] | None = None,
     ) -> Pair:
         """``transport``: extra keys for every node's transport section; ``standby_transport``:
-        extra keys per standby (index 0 = s1), e.g. a bandwidth cap on one of them."""
+        extra keys per standby (index 0 = s1), e.g. a bandwidth cap on one of them;
+        ``primary_names``: the certificate names the standbys accept from a primary (default
+        ``primary``; add ``s1`` when s1 may be promoted and the other standby follow it)."""
         assert standbys in (1, 2)
         primary = pg_factory("primary")
         standby = pg_factory("standby")
@@ -78,7 +81,7 @@ class Pair:
         for pg in dbs[1:]:
             pg.psql(schema if standby_schema is None else standby_schema, DB)
         names = ["s1", "s2"][:standbys]
-        security = _security(workdir, ["primary", *names], tls)
+        security = _security(workdir, ["primary", *names], tls, primary_names)
         extra = transport or {}
         per_standby = list(standby_transport or []) + [{}] * standbys
         port = free_port()
@@ -160,9 +163,11 @@ class Pair:
         return "\n".join(f"--- {d.name}:\n{d.tail(30)}" for d in self.daemons)
 
 
-def _security(workdir: Path, nodes: list[str], tls: bool) -> dict[str, dict[str, Any]]:
+def _security(
+    workdir: Path, nodes: list[str], tls: bool, primary_names: list[str] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per node transport keys: TLS files made with hodr.certs (CA + one certificate per node,
-    the standbys told the primary's name), or ``insecure: true``."""
+    the standbys told the primary's name, or ``primary_names``), or ``insecure: true``."""
     if not tls:
         return {n: {"insecure": True} for n in nodes}
     d = workdir / "tls"
@@ -173,7 +178,7 @@ def _security(workdir: Path, nodes: list[str], tls: bool) -> dict[str, dict[str,
         files = certs.issue(d, n, force=True)
         out[n] = {"tls_ca": str(files.ca), "tls_cert": str(files.cert), "tls_key": str(files.key)}
         if n != nodes[0]:
-            out[n]["primary_name"] = nodes[0]
+            out[n]["primary_name"] = primary_names or nodes[0]
     return out
 
 

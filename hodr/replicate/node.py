@@ -246,7 +246,7 @@ class ReplicaNode:
             base, records = applied, 0
         os.rename(aside, final)
         fsync_dir(data)
-        log.info("promote: outbox seeded with %d record(s) of the old history after %s", records, base)
+        log.info("promote: outbox seeded with %d old-history record(s) after %s", records, base or ZERO)
 
     # -- demote ------------------------------------------------------------------------------------
     def _demote_request(self, req: dict[str, Any]) -> dict[str, Any]:
