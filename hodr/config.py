@@ -96,6 +96,24 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class ServiceConfig:
+    """A database service hodr-replica starts and stops on this node (``services:``).
+
+    ``when: always``: a standby needs it too (the database), started before the daemon and stopped
+    after it; ``when: primary``: only on the primary (pooler, listener, applications), started
+    after a promotion, stopped before a demotion. ``ready`` exits 0 when the service is usable;
+    ``timeout_s`` bounds each step (docs/replica-agent.md, "Services").
+    """
+
+    name: str
+    start: str
+    stop: str
+    ready: str
+    timeout_s: float = 60.0
+    when: str = "always"
+
+
+@dataclass(frozen=True)
 class Config:
     node: str = "node1"
     role: str = "standby"
@@ -111,6 +129,7 @@ class Config:
     transport: TransportConfig = field(default_factory=TransportConfig)
     log: LogConfig = field(default_factory=LogConfig)
     status_interval_s: float = 1.0
+    services: tuple[ServiceConfig, ...] = ()  # in start order
 
     @property
     def data_path(self) -> Path:
@@ -302,6 +321,55 @@ def _check_standbys(value: Any, errors: list[str]) -> tuple[StandbyPeer, ...]:
     return tuple(out)
 
 
+_SERVICE_KEYS: dict[str, Checker] = {
+    "name": _str(_NAME, "a service name (letters, digits, _ . -)"),
+    "start": _str(r"(?s).*\S.*", "a shell command"),
+    "stop": _str(r"(?s).*\S.*", "a shell command"),
+    "ready": _str(r"(?s).*\S.*", "a shell command"),
+    "timeout_s": _float(1, 3600),
+    "when": _choice("always", "primary"),
+}
+_SERVICE_REQUIRED = ("name", "start", "stop", "ready")
+
+
+def _check_services(value: Any, errors: list[str]) -> tuple[ServiceConfig, ...]:
+    """``services:``: a list of mappings, each error one line naming ``services[i].key``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        errors.append(f"services: expected a list of services, got {_show(value)}")
+        return ()
+    out: list[ServiceConfig] = []
+    for i, item in enumerate(value):
+        where = f"services[{i}]"
+        if not isinstance(item, Mapping):
+            errors.append(f"{where}: expected a mapping with name/start/stop/ready, got {_show(item)}")
+            continue
+        checked: dict[str, Any] = {}
+        ok = True
+        for key in sorted(set(item) - set(_SERVICE_KEYS), key=str):
+            errors.append(f"{where}.{key}: unknown key")
+            ok = False
+        for key, checker in _SERVICE_KEYS.items():
+            if key not in item:
+                if key in _SERVICE_REQUIRED:
+                    errors.append(f"{where}.{key}: required")
+                    ok = False
+                continue
+            val, err = checker(item[key])
+            if err:
+                errors.append(f"{where}.{key}: {err}")
+                ok = False
+            else:
+                checked[key] = val
+        if ok:
+            out.append(ServiceConfig(**checked))
+    names = [s.name for s in out]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        errors.append(f"services: service {dup!r} is listed twice")
+    return tuple(out)
+
+
 def validate(raw: Mapping[str, Any]) -> tuple[Config | None, list[str]]:
     """Check a merged mapping; return the Config (or None) and every error found."""
     errors: list[str] = []
@@ -309,6 +377,9 @@ def validate(raw: Mapping[str, Any]) -> tuple[Config | None, list[str]]:
         return None, [f"top level: expected a mapping of settings, got {_show(raw)}"]
     sections: dict[str, dict[str, Any]] = {s: {} for s in SCHEMA}
     for key, value in raw.items():
+        if key == "services":
+            sections[""]["services"] = _check_services(value, errors)
+            continue
         if key in SCHEMA and key != "":
             if value is None:
                 continue
