@@ -358,7 +358,7 @@ def _acked_base(cfg: Config, epoch: int, confirmed: int) -> LogPosition:
             if head.final and head.commit.epoch == epoch and head.commit.lsn <= confirmed:
                 base = max(base, head.commit)
         if required:
-            base = max(base, outbox.released_position(required))
+            base = max(base, outbox.released_position(required, getattr(cfg, "sync_quorum", 0)))
     return base
 
 
@@ -405,7 +405,7 @@ def _read_tail(cfg: Config, dsn: str, epoch: int, confirmed: int, base: LogPosit
                 continue
             for txn in asm.feed(rec):
                 changes = parts.setdefault(txn.xid, [])
-                changes.extend(c for c in txn.changes if not isinstance(c, Message))
+                changes.extend(c for c in txn.changes if _undoable(c))
                 count += len(txn.changes)
                 if count > MAX_CHANGES:
                     raise Unrewindable(f"the tail holds more than {MAX_CHANGES} changes")
@@ -424,6 +424,14 @@ def _read_tail(cfg: Config, dsn: str, epoch: int, confirmed: int, base: LogPosit
             f"within {READ_TIMEOUT_S:.0f}s"
         )
     return txns
+
+
+def _undoable(change: Change) -> bool:
+    """Application data only: logical messages carry no rows, and the ``hodr`` schema is hodr's
+    own bookkeeping (``hodr.applied`` is written by the rewind itself)."""
+    if isinstance(change, Message):
+        return False
+    return not (isinstance(change, RowChange) and change.table.schema == "hodr")
 
 
 def _undo(dsn: str, plan: Sequence[Undo], epoch: int, base: LogPosition) -> None:
