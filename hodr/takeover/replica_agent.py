@@ -15,8 +15,11 @@ Exit codes, chosen for what Pacemaker does next:
 - stop: 0 unless the daemon provably survived SIGKILL (→ 1, and Pacemaker fences);
 - notify: always 0.
 
-What it decides is in ``election`` (pure functions); what it does to Pacemaker's attributes is in
-``attrs``. Imports are lazy: meta-data and validate-all stay at the kernel's cost, and a monitor
+The node's database services (the YAML's ``services:``) are run by ``services``: the ``always``
+ones before the daemon starts and after it stops, the ``primary`` ones after the daemon reports
+primary and before it is asked to demote. Monitor never runs their ready checks (it stays a status
+read). What it decides is in ``election`` (pure functions); what it does to Pacemaker's attributes
+is in ``attrs``. Imports are lazy: meta-data and validate-all stay at the kernel's cost, and a monitor
 does not load the YAML config when the cached copy of its few values is still current.
 """
 
@@ -33,12 +36,15 @@ from hodr import __version__
 from hodr.takeover import ocf
 from hodr.takeover.ocf import OCF, Action, AgentError, InvalidSetup, MetaData, Parameter
 
+WHEN_ALWAYS, WHEN_PRIMARY = "always", "primary"  # services.ALWAYS/PRIMARY, without the import
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from hodr.status import Status
     from hodr.takeover.attrs import Attributes
     from hodr.takeover.daemonctl import DaemonControl, Observation
     from hodr.takeover.election import ClusterEpoch, Notification, Vote
+    from hodr.takeover.services import Service, ServiceRunner
 
 AGENT = "hodr-replica"
 MAX_LAG = 64 << 20  # bytes: a standby further behind gets a negative promotion score
@@ -57,6 +63,8 @@ ELECTION_VALID_S = 300.0  # an election file older than this is from an aborted 
 POSITION_CACHE = "agent-position.json"
 SCORE_CACHE = "agent-scores.json"
 REFRESH_S = 60.0  # re-assert unchanged scores and positions this often (attrd may have lost them)
+CACHE_VERSION = 2  # 2: with services
+STOP_SERVICES_SHARE = 0.3  # at most this share of stop's time is kept back for the always services
 ATTR_WAIT_S = 5.0
 
 Getter = Callable[[str], "str | None"]
@@ -142,6 +150,7 @@ class Local:
     port: int
     status_interval_s: float
     stamp: tuple[int, int, int] = (0, 0, 0)
+    services: tuple[Service, ...] = ()  # in start order; stop finds them even when the YAML is gone
 
 
 def _cache_path(resource: str) -> Path:
@@ -161,13 +170,18 @@ def load_local(config: str, resource: str, stale_ok: bool = False) -> Local:
     (start 2, recurring monitor 1, probe 7, stop 0 — ``ocf.rc_for_invalid``).
     """
     import json
+    from dataclasses import asdict
+
+    from hodr.takeover.services import Service
 
     cache = _cache_path(resource)
     cached: Local | None = None
     try:
         data = json.loads(cache.read_text(encoding="utf-8"))
-        if data.get("config") == config:
-            cached = Local(**{**data["local"], "stamp": tuple(data["local"]["stamp"])})
+        if data.get("config") == config and data.get("version") == CACHE_VERSION:
+            raw = data["local"]
+            services = tuple(Service(**s) for s in raw.get("services", ()))
+            cached = Local(**{**raw, "stamp": tuple(raw["stamp"]), "services": services})
     except (OSError, ValueError, KeyError, TypeError):
         cached = None
     try:
@@ -194,11 +208,13 @@ def load_local(config: str, resource: str, stale_ok: bool = False) -> Local:
         port=cfg.transport.port,
         status_interval_s=cfg.status_interval_s,
         stamp=stamp,
+        services=tuple(Service(s.name, s.start, s.stop, s.ready, s.timeout_s, s.when) for s in cfg.services),
     )
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-        tmp.write_text(json.dumps({"config": config, "local": local.__dict__}), encoding="utf-8")
+        payload = {"version": CACHE_VERSION, "config": config, "local": asdict(local)}
+        tmp.write_text(json.dumps(payload), encoding="utf-8")
         os.replace(tmp, cache)
     except OSError:
         pass  # only a cache
@@ -316,6 +332,7 @@ class ReplicaAgent:
         self._check_clone_meta()
         self._validate_local()
         deadline = ocf.deadline(START_MARGIN)
+        self._start_services(WHEN_ALWAYS, deadline)  # the daemon needs the database
         ctl = self.ctl
         obs = ctl.observe()
         if obs.state is State.PRIMARY:
@@ -399,9 +416,21 @@ class ReplicaAgent:
         node that may have diverged gets -1000 from the rejoin guard.
         """
         from hodr.takeover.daemonctl import State
+        from hodr.takeover.services import reserve
 
+        deadline = ocf.deadline(STOP_MARGIN)
         before = self.ctl.observe()
-        self._stop_daemon(ocf.deadline(STOP_MARGIN))
+        # applications first (also on a standby: after a crash they may still run), then the
+        # daemon, then the database: a stopped instance leaves nothing that could take writes
+        survived = self._stop_services(WHEN_PRIMARY, deadline)
+        always = self._services(WHEN_ALWAYS)
+        kept = reserve(always, deadline.remaining(), STOP_SERVICES_SHARE)
+        daemon_error: AgentError | None = None
+        try:
+            self._stop_daemon(ocf.Deadline(deadline.at - kept))
+        except AgentError as exc:
+            daemon_error = exc  # still stop the database under it; the stop fails anyway
+        survived += self._stop_services(WHEN_ALWAYS, deadline)
         if before.state is State.FAILED_PRIMARY:
             self._claim_failed(before)
         elif not self._failed_claim_is_fresh():
@@ -409,6 +438,10 @@ class ReplicaAgent:
         self._best_effort(lambda: self.attrs.delete_private(self.attrs.election_name), "election")
         for name in (ELECTION_FILE, POSITION_CACHE, SCORE_CACHE):
             self.ctl.remove(name)
+        if daemon_error is not None:
+            raise daemon_error
+        if survived:
+            raise AgentError(OCF.ERR_GENERIC, f"stop failed: {'; '.join(survived)}")
         return OCF.SUCCESS
 
     def _claim_failed(self, obs: Observation) -> None:
@@ -444,6 +477,39 @@ class ReplicaAgent:
         except DaemonError as exc:
             raise AgentError(OCF.ERR_GENERIC, f"stop failed: {exc}") from None
         ocf.log().info("stop: %s", what)
+
+    # ------------------------------------------------------------------------------ services
+
+    @cached_property
+    def runner(self) -> ServiceRunner:
+        from hodr.takeover.services import OUT_FILE, ServiceRunner, command_env
+
+        return ServiceRunner(Path(self.local.run_dir) / OUT_FILE, ocf.log(), command_env(self._env))
+
+    def _services(self, when: str) -> tuple[Service, ...]:
+        from hodr.takeover.services import select
+
+        return select(self.local.services, when)
+
+    def _start_services(self, when: str, deadline: ocf.Deadline) -> None:
+        """Start the *when* services in order; the first that fails fails the action (1), naming
+        the service and the step. The ones already started keep running: Pacemaker stops or
+        demotes next, and that stops them in reverse order."""
+        from hodr.takeover.services import ServiceError
+
+        services = self._services(when)
+        if not services:
+            return
+        try:
+            self.runner.start_all(services, deadline)
+        except ServiceError as exc:
+            raise AgentError(OCF.ERR_GENERIC, str(exc)) from None
+
+    def _stop_services(self, when: str, deadline: ocf.Deadline) -> list[str]:
+        """Stop the *when* services in reverse order; the reasons of those still running after
+        their stop (a failing stop of a service that is down is only logged)."""
+        services = self._services(when)
+        return self.runner.stop_all(services, deadline) if services else []
 
     # ------------------------------------------------------------------------------- monitor
 
@@ -641,11 +707,13 @@ class ReplicaAgent:
         """Election (or the lone-instance check), then ``promote`` to the daemon, then scores."""
         from hodr.takeover.daemonctl import DaemonError, Refused, State
         from hodr.takeover.election import PRIMARY_SCORE, ClusterEpoch, next_epoch
+        from hodr.takeover.services import reserve
 
         deadline = ocf.deadline(PROMOTE_MARGIN)
         obs = self.ctl.observe()
         if obs.state is State.PRIMARY:
             self._set_score_now(PRIMARY_SCORE)
+            self._start_services(WHEN_PRIMARY, deadline)  # a retry: ready ones are skipped
             return OCF.SUCCESS
         if obs.state is not State.STANDBY or obs.status is None:
             raise AgentError(OCF.ERR_GENERIC, f"cannot promote: {obs.detail}")
@@ -660,7 +728,9 @@ class ReplicaAgent:
         else:
             self._check_alone(status)
             epoch = next_epoch(cluster_epoch, me.epoch, me.durable.epoch)
-        budget = max(1.0, deadline.remaining() - DAEMON_MARGIN)
+        # the daemon's drain leaves room for the primary services (at most half of what is left)
+        kept = reserve(self._services(WHEN_PRIMARY), deadline.remaining())
+        budget = max(1.0, deadline.remaining() - DAEMON_MARGIN - kept)
         args = {"epoch": epoch, "deadline_s": round(budget, 1), "require_sync": self.params.require_sync}
         ocf.log().info("promote: asking the daemon for epoch %d (durable %s)", epoch, me.durable)
         try:
@@ -679,6 +749,9 @@ class ReplicaAgent:
         self._set_score_now(PRIMARY_SCORE)
         self._maintain_scores(self.ctl.observe())
         ocf.log().info("promote: primary in epoch %d", epoch)
+        # only now: the database is writable and capture runs, so nothing applications write
+        # through these can be missed
+        self._start_services(WHEN_PRIMARY, deadline)
         return OCF.SUCCESS
 
     def _cluster_epoch(self) -> ClusterEpoch | None:
@@ -775,19 +848,23 @@ class ReplicaAgent:
         from hodr.takeover.election import DEMOTED_SCORE
 
         deadline = ocf.deadline(DEMOTE_MARGIN)
+        # application writes stop first; the daemon's demote then makes the database read-only
+        # even if one of them did not stop (the demote fails afterwards, naming it)
+        survived = self._stop_services(WHEN_PRIMARY, deadline)
         obs = self.ctl.observe()
         if obs.state is State.STANDBY:
             self.ctl.set_claim("standby", obs.status.epoch if obs.status else None)
-            return OCF.SUCCESS
+            return self._demoted(survived)
         if obs.state is State.STOPPED and obs.pid is None:
             ocf.log().info("demote: not running; starting as a standby")
-            return self.start()
+            rc = self.start()
+            return self._demoted(survived) if rc == OCF.SUCCESS else rc
         if obs.state is not State.PRIMARY:
             ocf.log().warning("demote: %s; cleaning up", obs.detail)
             self._stop_daemon(deadline)
             if obs.state is State.FAILED_PRIMARY:
                 self._claim_failed(obs)
-            return OCF.SUCCESS
+            return self._demoted(survived)
         budget = max(1.0, deadline.remaining() - DAEMON_MARGIN)
         try:
             status = self.ctl.change_role(
@@ -801,6 +878,12 @@ class ReplicaAgent:
         self._set_score_now(DEMOTED_SCORE)
         self.ctl.remove(POSITION_CACHE)
         ocf.log().info("demote: standby (%s)", status.sentence)
+        return self._demoted(survived)
+
+    @staticmethod
+    def _demoted(survived: Sequence[str]) -> int:
+        if survived:
+            raise AgentError(OCF.ERR_GENERIC, f"demote: {'; '.join(survived)}")
         return OCF.SUCCESS
 
     # -------------------------------------------------------------------------------- notify
@@ -940,7 +1023,10 @@ def metadata() -> MetaData:
             "election refuses to promote a node when another one holds more data; a node that was "
             "primary and may have diverged never rejoins or gets promoted by itself. Needs "
             "notify=true, promoted-max=1 and clone-node-max=1. Promote must cover the drain of the "
-            "standby's queue: promote timeout >= queue size / apply rate + margin."
+            "standby's queue: promote timeout >= queue size / apply rate + margin. The services "
+            "listed in the config (services:) are started in order with readiness checks: the "
+            "'always' ones (the database) before the daemon, the 'primary' ones (pooler, "
+            "applications) after a promotion; they are stopped in reverse order."
         ),
         parameters=parameters,
         actions=actions,
