@@ -79,6 +79,8 @@ def test_life_cycle_orders_services_around_the_daemon(lone: Node) -> None:
     assert log(lone) == ["start db none"]
     lone.ok("promote")
     assert log(lone)[1:] == ["start pool primary", "start app primary"]  # after the daemon is primary
+    [promote] = lone.requests("promote")  # the drain leaves the two services' 2 x 3 s
+    assert 0 < promote["deadline_s"] <= 20 - 3 - 2 - 6
     lone.ok("promote")  # already primary: services ready, nothing runs again
     assert len(log(lone)) == 3
     lone.ok("monitor", 8)

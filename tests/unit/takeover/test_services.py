@@ -127,6 +127,16 @@ def test_not_ready_before_the_step_timeout(tmp_path: Path) -> None:
     assert reason.endswith(": no")  # the ready check's last output
 
 
+def test_a_hanging_ready_check_is_cut_at_the_step(tmp_path: Path) -> None:
+    hangs = svc(tmp_path, "db", timeout_s=1, ready="sleep 60")
+    began = time.monotonic()
+    with pytest.raises(
+        ServiceError, match=r"service db: not ready after 1s \(ready: sleep 60\), its ready check hangs"
+    ):
+        runner(tmp_path).start(hangs, deadline(20))
+    assert time.monotonic() - began < 4
+
+
 def test_the_action_deadline_bounds_a_step(tmp_path: Path) -> None:
     never = svc(tmp_path, "db", timeout_s=60, ready="false")
     began = time.monotonic()
