@@ -440,7 +440,11 @@ class QueueReader:
         if self._generation != q.generation:
             self._reader.close()
             self._generation = q.generation
-            self._next = max(self._next, q.start_seq)
+            # The new lineage has its own numbering, unrelated to the old one's (a promoted
+            # peer numbers its seeded window afresh): continue exactly at its start, never at
+            # max(old, start) — that skipped the new history's first records whenever the old
+            # primary's numbers ran higher (seen in the lab's switchover drill).
+            self._next = q.start_seq
             self._reader = q._store.reader(self._next)
         out = []
         for rec in self._reader.read(max_records, max_bytes):

@@ -150,6 +150,23 @@ def test_lineage_switch_requires_everything_applied(tmp_path: Path) -> None:
         assert [s for s, _ in q.read_from(1)] == [500]
 
 
+def test_a_reader_follows_a_new_lineage_that_numbers_lower_than_the_old_one(tmp_path: Path) -> None:
+    """A promoted peer numbers its outbox afresh: the next history may start at a lower seq than
+    the old one reached.  The reader must continue at the new start, not skip to its old next
+    (lab: a standby that followed two switchovers silently skipped the new primary's first
+    transactions until its daemon restarted)."""
+    with filled(tmp_path, 10) as q:
+        reader = q.reader(1)
+        assert len(reader.read()) == 10
+        q.trim(10)
+        q.reset_lineage("L2", 4)
+        for seq, i in ((4, 11), (5, 12)):
+            q.append(seq, enc(i))
+        q.sync()
+        assert [(s, t.xid) for s, t in reader.read()] == [(4, 11), (5, 12)]
+        reader.close()
+
+
 def test_an_interrupted_switch_leaves_no_old_segments(tmp_path: Path) -> None:
     with filled(tmp_path, 3) as q:
         q.trim(3)
