@@ -177,9 +177,16 @@ def own_score_without_primary(me: str, votes: Mapping[str, Vote], now: float) ->
         if v.role == ROLE_PRIMARY or (v.role == ROLE_FAILED and now - v.stamp < FAILED_HOLD_S):
             return None
     standbys = [v.standing() for v in votes.values() if v.role == ROLE_STANDBY]
-    if me not in {s.node for s in standbys}:
+    mine = next((s for s in standbys if s.node == me), None)
+    if mine is None:
         return None
-    return standby_scores(standbys, max_lag=0)[me]
+    score = standby_scores(standbys, max_lag=0)[me]
+    if mine.durable == ZERO and not mine.hint:
+        # A brand-new node that is not the configured primary never takes the top score, even
+        # while it is the only one that has published yet (lab: the first standby to score
+        # itself was picked, and its election had to refuse: a failed action at bootstrap).
+        score = min(score, standby_score(2))
+    return score
 
 
 # ---------------------------------------------------------------------------- notify variables

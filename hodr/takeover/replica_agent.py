@@ -557,7 +557,9 @@ class ReplicaAgent:
         else:
             durable = parse_position(status.durable_commit)
         applied = parse_position(status.applied) if status.applied else ZERO
-        hint = self.local.role == "primary" and status.epoch == 0 and durable == ZERO
+        # A brand-new cluster: nobody was ever promoted (the daemon's epoch is still the initial
+        # 1, or 0 before it knows) and nothing was received.
+        hint = self.local.role == "primary" and status.epoch <= 1 and durable == ZERO
         return Vote(self.me, role, status.epoch, durable, applied, hint, int(time.time()))
 
     def _maintain_scores(self, obs: Observation) -> None:

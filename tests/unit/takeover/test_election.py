@@ -114,6 +114,17 @@ def test_standby_scores_itself_only_without_a_primary() -> None:
     assert own_score_without_primary("n9", votes, now) is None
 
 
+def test_a_new_node_that_is_not_the_configured_primary_never_scores_itself_top() -> None:
+    """Bootstrap: the first standby to publish must not take 1000 before the configured primary
+    (the hinted node) has published; the hinted node does."""
+    now = time.time()
+    alone = {"n3": Vote("n3", "standby", 1, ZERO, ZERO, False, int(now))}
+    assert own_score_without_primary("n3", alone, now) == 990
+    both = {**alone, "n1": Vote("n1", "standby", 1, ZERO, ZERO, True, int(now))}
+    assert own_score_without_primary("n1", both, now) == 1000
+    assert own_score_without_primary("n3", both, now) == 990
+
+
 def test_a_fresh_failed_primary_claim_keeps_standbys_from_scoring_themselves() -> None:
     votes = {"n1": vote("n1", "3:0/10"), "n3": vote("n3", "3:0/30", role="failed")}
     now = time.time()
