@@ -134,11 +134,15 @@ def release_standby(dsn: str) -> None:
 def end_application_sessions(dsn: str) -> int:
     """Demotion: terminate every client session of this database except hodr's own, so no
     application keeps writing through a session opened while the database was writable.
-    Returns how many sessions were ended."""
+    Returns how many sessions were ended; returns only once they are gone (or after 10 s each,
+    with a warning from the server)."""
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
+            # With a timeout, pg_terminate_backend waits until the backend is gone (PostgreSQL
+            # 14+): a session in the middle of COMMIT may still complete it after the signal,
+            # and the end-of-epoch marker must come after every application commit.
             rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid() "
                 "AND backend_type = 'client backend' AND application_name NOT LIKE 'hodr%'"
             ).fetchall()
