@@ -93,6 +93,45 @@ PG_CONF = {
 }
 
 
+def node_connect(lab: Lab, node: str, db: str = DB, **kw: Any) -> psycopg.Connection[Any]:
+    """A connection to ``node``'s PostgreSQL through its Unix socket under the node's host path
+    (works while the node's network is cut)."""
+    return psycopg.connect(
+        host=str(lab.host_path(node, PG_HOME) / "run"),
+        port=5432,
+        dbname=db,
+        user="postgres",
+        autocommit=True,
+        connect_timeout=3,
+        **kw,
+    )
+
+
+def init_node_db(lab: Lab, node: str) -> None:
+    """initdb in ``node``'s private ``/var/lib/postgresql`` with :data:`PG_CONF`, start it once
+    with ``pg_ctl`` (the service script may not exist yet), create :data:`DB` and :data:`SCHEMA`.
+    Leaves the server running."""
+    run = lab.run
+    run(node, "chown", "postgres:postgres", PG_HOME)
+    run(node, "runuser", "-u", "postgres", "--", f"{PG_BIN}/initdb", "-D", PGDATA, "-U", "postgres",
+        "--auth=trust", "-E", "UTF8", "--no-sync", timeout=120)  # fmt: skip
+    conf = "".join(f"{k} = {v}\n" for k, v in PG_CONF.items())
+    hba = "host all all 0.0.0.0/0 trust\nhost replication all 0.0.0.0/0 trust\n"
+    data = lab.host_path(node, PG_HOME) / "data"
+    with open(data / "postgresql.conf", "a", encoding="utf-8") as fh:
+        fh.write(conf)
+    with open(data / "pg_hba.conf", "a", encoding="utf-8") as fh:
+        fh.write(hba)
+    # The script does not exist yet (provision writes it after): start directly once.
+    run(node, "install", "-d", "-o", "postgres", "-g", "postgres", PGSOCK)
+    run(node, "runuser", "-u", "postgres", "--", f"{PG_BIN}/pg_ctl", "-D", PGDATA, "-l",
+        f"{PG_HOME}/server.log", "-w", "-t", "60", "start", timeout=90)  # fmt: skip
+    with node_connect(lab, node, "postgres") as conn:
+        conn.execute(f"CREATE DATABASE {DB}")
+    with node_connect(lab, node) as conn:
+        conn.execute(SCHEMA)
+
+
 @dataclass
 class DbCluster:
     """The lab plus what the tests need to drive and observe PostgreSQL and hodr in it."""
@@ -122,25 +161,7 @@ class DbCluster:
             (etc / "hodr.yml").write_text(yaml.safe_dump(self.node_config(node), sort_keys=False))
 
     def _init_db(self, node: str) -> None:
-        run = self.lab.run
-        run(node, "chown", "postgres:postgres", PG_HOME)
-        run(node, "runuser", "-u", "postgres", "--", f"{PG_BIN}/initdb", "-D", PGDATA, "-U", "postgres",
-            "--auth=trust", "-E", "UTF8", "--no-sync", timeout=120)  # fmt: skip
-        conf = "".join(f"{k} = {v}\n" for k, v in PG_CONF.items())
-        hba = "host all all 0.0.0.0/0 trust\nhost replication all 0.0.0.0/0 trust\n"
-        data = self.lab.host_path(node, PG_HOME) / "data"
-        with open(data / "postgresql.conf", "a", encoding="utf-8") as fh:
-            fh.write(conf)
-        with open(data / "pg_hba.conf", "a", encoding="utf-8") as fh:
-            fh.write(hba)
-        # The script does not exist yet (provision writes it after): start directly once.
-        run(node, "install", "-d", "-o", "postgres", "-g", "postgres", PGSOCK)
-        run(node, "runuser", "-u", "postgres", "--", f"{PG_BIN}/pg_ctl", "-D", PGDATA, "-l",
-            f"{PG_HOME}/server.log", "-w", "-t", "60", "start", timeout=90)  # fmt: skip
-        with self.connect(node, "postgres") as conn:
-            conn.execute(f"CREATE DATABASE {DB}")
-        with self.connect(node) as conn:
-            conn.execute(SCHEMA)
+        init_node_db(self.lab, node)
 
     def node_config(self, node: str) -> dict[str, Any]:
         dsn = f"host={PGSOCK} port=5432 dbname={DB} user=postgres"
