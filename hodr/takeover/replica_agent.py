@@ -733,7 +733,15 @@ class ReplicaAgent:
         # the daemon's drain leaves room for the primary services (at most half of what is left)
         kept = reserve(self._services(WHEN_PRIMARY), deadline.remaining())
         budget = max(1.0, deadline.remaining() - DAEMON_MARGIN - kept)
-        args = {"epoch": epoch, "deadline_s": round(budget, 1), "require_sync": self.params.require_sync}
+        # require_sync guards against losing what a primary published; on a brand-new cluster
+        # (no promotion was ever recorded) there was no primary to be out of sync with, and
+        # demanding it would leave the cluster without any primary forever (lab).
+        # Nor for the latest primary itself coming back (nobody was promoted after its term):
+        # it holds everything it published.
+        require_sync = (
+            self.params.require_sync and cluster is not None and not self._latest_primary(status, cluster)
+        )
+        args = {"epoch": epoch, "deadline_s": round(budget, 1), "require_sync": require_sync}
         ocf.log().info("promote: asking the daemon for epoch %d (durable %s)", epoch, me.durable)
         try:
             self.ctl.change_role(
@@ -755,6 +763,17 @@ class ReplicaAgent:
         # through these can be missed
         self._start_services(WHEN_PRIMARY, deadline)
         return OCF.SUCCESS
+
+    @staticmethod
+    def _latest_primary(status: Status, cluster: ClusterEpoch) -> bool:
+        """Was this node the primary of the cluster's current epoch?"""
+        from hodr.takeover.election import parse_terms
+
+        try:
+            terms = parse_terms(status.extra.get("primary_epochs"))
+        except ValueError:
+            return False
+        return bool(terms) and terms[-1].epoch >= cluster.epoch
 
     def _cluster_epoch(self) -> ClusterEpoch | None:
         """The cluster's epoch record (None outside a cluster or before the first promotion)."""

@@ -505,15 +505,46 @@ def test_start_refuses_a_daemon_without_guard_facts(lone: Node) -> None:
 # ---------------------------------------------------------------------------------- promote
 
 
-def test_require_sync_refusal(lone: Node) -> None:
+def test_require_sync_refusal(cluster: Cluster) -> None:
+    assert cluster.pcmk_dir is not None
+    cluster.pcmk_dir.mkdir(parents=True, exist_ok=True)
+    (cluster.pcmk_dir / "attrs.json").write_text(  # a primary existed: epoch 2 was promoted
+        json.dumps({"status": {}, "private": {}, "crm_config": {"hodr-hodr-epoch": "2@1:0/100"}})
+    )
+    node = cluster.node("node1", clone=True)
+    node.seed(in_sync=False)
+    node.ok("start")
+    refused = node.agent("promote", {"require_sync": "true"})
+    assert refused.rc == 1 and "not in sync" in refused.reasons[0]
+    node.ok("monitor", 0)
+    assert node.requests("promote")[-1]["require_sync"] is True
+    node.ok("promote")  # the same standby without require_sync
+    node.ok("monitor", 8)
+    node.ok("stop")
+
+
+def test_require_sync_does_not_block_the_latest_primary_coming_back(cluster: Cluster) -> None:
+    """Nobody was promoted after this node's own term: it holds everything it published."""
+    assert cluster.pcmk_dir is not None
+    cluster.pcmk_dir.mkdir(parents=True, exist_ok=True)
+    (cluster.pcmk_dir / "attrs.json").write_text(
+        json.dumps({"status": {}, "private": {}, "crm_config": {"hodr-hodr-epoch": "2@1:0/100"}})
+    )
+    node = cluster.node("node1", clone=True)
+    node.seed(in_sync=False, epoch=2, durable="2:0/5000", primary_epochs=[{"epoch": 2, "last": "2:0/5000"}])
+    node.ok("start")
+    node.ok("promote", params={"require_sync": "true"})
+    assert node.requests("promote")[-1]["require_sync"] is False
+    node.ok("stop")
+
+
+def test_require_sync_does_not_block_a_brand_new_cluster(lone: Node) -> None:
+    """No promotion was ever recorded: there was no primary to be out of sync with (lab: with
+    require_sync the first primary was never chosen)."""
     lone.seed(in_sync=False)
     lone.ok("start")
-    refused = lone.agent("promote", {"require_sync": "true"})
-    assert refused.rc == 1 and "not in sync" in refused.reasons[0]
-    lone.ok("monitor", 0)
-    assert lone.requests("promote")[-1]["require_sync"] is True
-    lone.ok("promote")  # the same standby without require_sync
-    lone.ok("monitor", 8)
+    lone.ok("promote", params={"require_sync": "true"})
+    assert lone.requests("promote")[-1]["require_sync"] is False
     lone.ok("stop")
 
 
