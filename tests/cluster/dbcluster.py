@@ -239,6 +239,17 @@ class DbCluster:
             return "down"
         return str(st.get("role", "?"))
 
+    def control(self, node: str, request: str, **args: Any) -> dict[str, Any]:
+        """A control request to ``node``'s daemon through its socket (via /proc/<init>/root)."""
+        from hodr.status import control_request
+
+        pid = self.lab.pid(node)
+        assert pid is not None, f"{node} is down"
+        return control_request(Path(f"/proc/{pid}/root{RUN_DIR}"), request, **args)
+
+    def durable(self, node: str) -> str:
+        return str((self.status(node) or {}).get("durable_commit", ""))
+
     def sock(self, node: str) -> str:
         return str(self.lab.host_path(node, PG_HOME) / "run")
 

@@ -68,6 +68,15 @@ def pcs(db: DbCluster, cmd: str, timeout: float = 120) -> str:
     return db.lab.run(db.lab._via(None), *shlex.split(cmd), timeout=timeout).stdout
 
 
+def promotion_score(db: DbCluster, node: str) -> str:
+    """``node``'s promotion score for the hodr clone as Pacemaker holds it ("" if unset)."""
+    r = db.lab.run(
+        db.lab._via(None), "crm_attribute", "--promotion", "-N", node, "-G", "-q",
+        check=False, env={"OCF_RESOURCE_INSTANCE": "hodr"},
+    )  # fmt: skip
+    return r.stdout.strip()
+
+
 def assert_no_failed_actions(db: DbCluster) -> None:
     view = db.lab.crm_mon_xml()
     assert "<failures>" not in view or "<failure " not in view, f"failed actions:\n{db.describe()}"
@@ -137,3 +146,134 @@ def test_switchover_drill_async_zero_loss_and_back(async_cluster: DbCluster, tmp
     assert_no_failed_actions(db)
     assert not watch.violations, watch.violations[:5]
     assert CONFIG  # the same YAML path on every node
+
+
+# ---------------------------------------------------------------------------------- failover
+
+
+def test_failover_on_primary_crash_sync_loses_nothing_and_old_primary_rejoins(
+    sync_cluster: DbCluster, tmp_path: Path
+) -> None:
+    """Power off the primary's node while the client writes through the VIP (sync mode, quorum
+    1): a standby is promoted after it drained its queue, the VIP follows, the client's writes
+    resume; every write the client saw committed is on the new primary; the old node, rebooted
+    by fencing, rewinds its unacknowledged tail, rejoins as a standby and receives the new
+    changes."""
+    db = sync_cluster
+    with RoleWatch(db) as watch, writing(db, tmp_path / "writer.jsonl") as w:
+        w.wait_commits(100, 60)
+        fenced = db.lab.fence_count("node1")
+        lost_at = now()
+        db.lab.crash("node1")
+        new = db.wait_promoted(FAILOVER_DEADLINE, not_on="node1")
+        wait_for(lambda: db.lab.locate("hodr-vip") == [new], 60, f"the VIP on {new}")
+        w.wait_commits(50, 60, after=now())
+        _, rpo = rto_rpo("failover (primary node crash, sync)", w, lost_at, db.ids(new))
+        assert rpo == 0, db.describe()
+        other = next(n for n in ("node2", "node3") if n != new)
+        db.wait_equal(new, other)
+        # fencing powers node1 off and on again; it rejoins as a standby of the new primary
+        db.lab.wait_fenced("node1", 60, before=fenced)
+        db.lab.wait_online(["node1"], 120)
+        wait_for(lambda: db.role("node1") == "standby", 180, "node1 a standby again")
+        db.wait_standbys_connected(new, ["node1", other], timeout=120)
+        w.wait_commits(50, 60, after=now())
+    acked = set(w.committed())
+    assert acked <= db.ids(new), f"lost: {sorted(acked - db.ids(new))[:10]}"
+    for n in ("node1", other):
+        db.wait_equal(new, n)
+    st = db.status("node1") or {}
+    assert st.get("extra", {}).get("diverged") is False, st
+    assert db.promoted() == [new]
+    assert not watch.violations, watch.violations[:5]
+
+
+def test_lagging_standby_is_not_promoted_and_catches_up(async_cluster: DbCluster, tmp_path: Path) -> None:
+    """node3 loses its replication link (it follows an address that does not answer) and falls
+    behind while node2 keeps up; the primary's node crashes: node2 is promoted, never node3, and
+    node3 then follows node2 and catches up from its retained history without a reseed."""
+    db = async_cluster
+    with RoleWatch(db) as watch, writing(db, tmp_path / "writer.jsonl") as w:
+        w.wait_commits(30, 60)
+        assert db.control("node3", "follow", host="192.0.2.1", port=5440)["result"] == "done"
+        w.wait_commits(100, 60, after=now())
+        wait_for(lambda: db.durable("node2") > db.durable("node3"), 30, "node3 behind node2")
+        wait_for(lambda: promotion_score(db, "node3") == "-1000", 60, "node3's score -1000 (disconnected)")
+        lost_at = now()
+        db.lab.crash("node1")
+        assert db.wait_promoted(FAILOVER_DEADLINE, not_on="node1") == "node2"
+        w.wait_commits(50, 60, after=now())
+    rto_rpo("failover with a lagging standby (async)", w, lost_at, db.ids("node2"))
+    db.wait_equal("node2", "node3", timeout=120)
+    assert not any("node3" in v for v in watch.violations), watch.violations[:5]
+    assert db.role("node3") == "standby"
+
+
+def test_require_sync_never_promotes_a_standby_that_is_behind(tmp_path: Path) -> None:
+    """With require_sync=true: both standbys lose their replication link, the primary's node
+    crashes: neither standby is promoted (their promotes are refused with a reason), however
+    long we watch; the old primary, rebooted by fencing, holds everything and is promoted again."""
+    gen = make_cluster(tmp_path, sync=True, require_sync="true")
+    db = next(gen)
+    try:
+        for n in ("node2", "node3"):
+            assert db.control(n, "follow", host="192.0.2.1", port=5440)["result"] == "done"
+        with RoleWatch(db) as watch:
+            db.lab.crash("node1")
+            t0 = now()
+            reasons: set[str] = set()
+
+            def watched() -> bool:
+                promoted = set(db.promoted()) & {"node2", "node3"}
+                assert not promoted, f"promoted {promoted} although not in sync:\n{db.describe()}"
+                for line in db.lab.run(
+                    db.lab._via(None), "crm_mon", "-1", "-r", timeout=15
+                ).stdout.splitlines():
+                    if "promote on" in line and "require_sync" in line:
+                        reasons.add(line.strip())
+                return now() - t0 > 30
+
+            wait_for(watched, 60, "30 s without a standby promoted")
+        assert reasons, f"no promote refused with a require_sync reason:\n{db.describe()}"
+        print(f"\nrequire_sync refusals: {sorted(reasons)[:2]}")
+        for n in ("node2", "node3"):
+            assert db.role(n) != "primary"
+        assert not any(("node2" in v or "node3" in v) and "primaries" in v for v in watch.violations)
+        # the old primary, rebooted by fencing, holds everything it published: it is promoted again
+        assert db.wait_promoted(120) == "node1", db.describe()
+    finally:
+        gen.close()
+
+
+# --------------------------------------------------------------------------------- isolation
+
+
+def test_isolated_primary_stops_and_never_two_primaries(sync_cluster: DbCluster, tmp_path: Path) -> None:
+    """Pull the primary's network cable while the client writes: the isolated node loses quorum
+    and is fenced, so it stops accepting writes and its VIP goes; a standby is promoted; at no
+    sampled moment do two nodes claim to be primary or hold the VIP (hodr status and eth0
+    addresses of every node polled every ~0.1 s from the host)."""
+    db = sync_cluster
+    with RoleWatch(db) as watch, writing(db, tmp_path / "writer.jsonl") as w:
+        w.wait_commits(100, 60)
+        lost_at = now()
+        db.lab.isolate("node1")
+
+        wait_for(
+            lambda: not db.lab.is_running("node1") or db.role("node1") != "primary",
+            60,
+            "the isolated node1 no longer primary (demoted or powered off by fencing)",
+        )
+        new = db.wait_promoted(FAILOVER_DEADLINE, not_on="node1")
+        wait_for(lambda: db.lab.locate("hodr-vip") == [new], 60, f"the VIP on {new}")
+        w.wait_commits(50, 60, after=now())
+        _, rpo = rto_rpo("isolation of the primary (sync)", w, lost_at, db.ids(new))
+        assert rpo == 0, db.describe()
+        # the isolated node never got the VIP back and never became primary again
+        wait_for(lambda: db.lab.is_running("node1"), 60, "node1 powered on again by fencing")
+        settle = now()
+        wait_for(lambda: now() - settle > 10, 15, "10 s of watching the isolated node")
+        assert db.role("node1") != "primary"
+    print(f"\nrole samples: {watch.samples}")
+    assert watch.samples > 100
+    assert not watch.violations, watch.violations[:5]
