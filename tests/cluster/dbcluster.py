@@ -409,26 +409,19 @@ def writing(db: DbCluster, log: Path) -> Iterator[Writer]:
         w.stop()
 
 
-def rto_rpo(
-    name: str, writer: Writer, lost_at: float, survivor_ids: set[int], *, planned: bool = False
-) -> tuple[float, int]:
-    """Print and return RTO and RPO (writes the client saw committed that ``survivor_ids``, the
-    new primary's ledger, lacks).
+def rto_rpo(name: str, writer: Writer, lost_at: float, survivor_ids: set[int]) -> tuple[float, int]:
+    """Print and return RTO and RPO.
 
-    RTO: for a failure, primary lost -> first write the client saw succeed through the VIP; for
-    a planned move (``planned``), the longest stretch without a successful write from the
-    last write before ``lost_at`` (when the move was asked for) on."""
+    RTO: the client's outage — the longest stretch without a successful write through the VIP,
+    from the last write before ``lost_at`` (the fault, or the move being asked for) on; a
+    commit that was already under way when the fault hit does not count as recovery.  RPO: writes
+    the client saw committed that ``survivor_ids`` (the new primary's ledger) lacks."""
     times = sorted(e["t"] for e in writer.events() if "id" in e)
-    if planned:
-        before = [t for t in times if t <= lost_at]
-        after = [t for t in times if t > lost_at]
-        assert after, "no write succeeded after the move was asked for"
-        seq = before[-1:] + after
-        rto = max((b - a for a, b in zip(seq, seq[1:], strict=False)), default=0.0)
-    else:
-        first = next((t for t in times if t > lost_at), None)
-        assert first is not None, "no write succeeded after the primary was lost"
-        rto = first - lost_at
+    before = [t for t in times if t <= lost_at]
+    after = [t for t in times if t > lost_at]
+    assert after, f"{name}: no write succeeded after the fault"
+    seq = before[-1:] + after
+    rto = max((b - a for a, b in zip(seq, seq[1:], strict=False)), default=0.0)
     lost = sorted(set(writer.committed()) - survivor_ids)
     print(f"\nRTO {name}: {rto:.1f}s   RPO {name}: {len(lost)} transactions lost {lost[:10]}")
     return rto, len(lost)

@@ -23,6 +23,7 @@ from hodr.lab import teardown
 from hodr.lab.topology import state_dir_for
 from tests.cluster.conftest import TEST_REBOOT_DELAY, logs_dir
 from tests.cluster.dbcluster import CLONE, CONFIG, DbCluster, now, rto_rpo, writing
+from tests.cluster.test_vip_cluster import node_holders
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.pg, pytest.mark.slow]
@@ -94,8 +95,6 @@ class RoleWatch:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        from tests.cluster.test_vip_cluster import node_holders
-
         while not self.stop.is_set():
             primaries = [n for n in self.db.lab.nodes if self.db.role(n) == "primary"]
             holders = sorted(node_holders(self.db.lab))
@@ -130,7 +129,7 @@ def test_switchover_drill_async_zero_loss_and_back(async_cluster: DbCluster, tmp
             wait_for(lambda t=target: db.lab.locate("hodr-vip") == [t], 60, f"the VIP on {target}")
             w.wait_commits(30, 60, after=now())
             wait_for(lambda o=old: db.role(o) == "standby", 60, f"{old} a standby again")
-            _, rpo = rto_rpo(f"switchover to {target}", w, t0, db.ids(target), planned=True)
+            _, rpo = rto_rpo(f"switchover to {target}", w, t0, db.ids(target))
             assert rpo == 0
         pcs(db, f"pcs resource clear {CLONE}")
         w.wait_commits(30, 60, after=now())
@@ -274,6 +273,7 @@ def test_isolated_primary_stops_and_never_two_primaries(sync_cluster: DbCluster,
         settle = now()
         wait_for(lambda: now() - settle > 10, 15, "10 s of watching the isolated node")
         assert db.role("node1") != "primary"
+        assert node_holders(db.lab) == frozenset({new}), "the VIP must be on the new primary only"
     print(f"\nrole samples: {watch.samples}")
     assert watch.samples > 100
     assert not watch.violations, watch.violations[:5]
