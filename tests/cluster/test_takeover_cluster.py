@@ -52,7 +52,9 @@ def make_cluster(tmp_path: Path, *, sync: bool, **params: str) -> Iterator[DbClu
         db.collect_logs(logs_dir(tmp_path, f"{LAB}-logs"))
         # HODR_TEST_KEEP_LAB=1 keeps it for inspection (then `hodr lab --name hodrdb down`)
         if not os.environ.get("HODR_TEST_KEEP_LAB"):
-            lab.down(logs_to=logs_dir(tmp_path, f"{LAB}-logs"))
+            # a short graceful stop: Pacemaker stopping every resource in order is not under
+            # test here, and the nodes' databases are thrown away anyway
+            lab.down(logs_to=logs_dir(tmp_path, f"{LAB}-logs"), timeout=5)
 
 
 @pytest.fixture
