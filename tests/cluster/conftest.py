@@ -212,3 +212,13 @@ def lab3(lab3_running: RunningLab) -> Lab:
             lab.boot(n)
     wait_for(lambda: lab.view("node1").formed, 60, "the 3-node lab healthy again")
     return lab
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The takeover scenarios' RTO/RPO lines, also when output is captured (CI runs ``-q``)."""
+    from tests.cluster.dbcluster import MEASURED
+
+    if MEASURED:
+        terminalreporter.section("takeover RTO / RPO (tests/cluster/test_takeover_cluster.py)")
+        for line in MEASURED:
+            terminalreporter.write_line(line)

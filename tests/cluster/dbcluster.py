@@ -47,6 +47,8 @@ CONFIG = "/etc/hodr/hodr.yml"
 RUN_DIR = "/run/hodr"
 CLONE = "hodr-clone"
 WRITER = Path(__file__).with_name("client_writer.py")
+#: Every RTO/RPO line measured in this run; tests/cluster/conftest.py prints them at the end.
+MEASURED: list[str] = []
 
 SCHEMA = """
 CREATE TABLE ledger (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());
@@ -423,7 +425,9 @@ def rto_rpo(name: str, writer: Writer, lost_at: float, survivor_ids: set[int]) -
     seq = before[-1:] + after
     rto = max((b - a for a, b in zip(seq, seq[1:], strict=False)), default=0.0)
     lost = sorted(set(writer.committed()) - survivor_ids)
-    print(f"\nRTO {name}: {rto:.1f}s   RPO {name}: {len(lost)} transactions lost {lost[:10]}")
+    line = f"RTO {name}: {rto:.1f}s   RPO {name}: {len(lost)} transactions lost {lost[:10]}"
+    print("\n" + line)
+    MEASURED.append(line)
     return rto, len(lost)
 
 
