@@ -411,20 +411,23 @@ def writing(db: DbCluster, log: Path) -> Iterator[Writer]:
         w.stop()
 
 
-def rto_rpo(name: str, writer: Writer, lost_at: float, survivor_ids: set[int]) -> tuple[float, int]:
+def rto_rpo(name: str, writer: Writer, lost_at: float, db: DbCluster, survivor: str) -> tuple[float, int]:
     """Print and return RTO and RPO.
 
     RTO: the client's outage — the longest stretch without a successful write through the VIP,
     from the last write before ``lost_at`` (the fault, or the move being asked for) on; a
     commit that was already under way when the fault hit does not count as recovery.  RPO: writes
-    the client saw committed that ``survivor_ids`` (the new primary's ledger) lacks."""
-    times = sorted(e["t"] for e in writer.events() if "id" in e)
+    the client saw committed that ``survivor`` (the new primary) lacks — the client's log is read
+    first, so a write that commits meanwhile is not miscounted as lost."""
+    events = writer.events()
+    survivor_ids = db.ids(survivor)
+    times = sorted(e["t"] for e in events if "id" in e)
     before = [t for t in times if t <= lost_at]
     after = [t for t in times if t > lost_at]
     assert after, f"{name}: no write succeeded after the fault"
     seq = before[-1:] + after
     rto = max((b - a for a, b in zip(seq, seq[1:], strict=False)), default=0.0)
-    lost = sorted(set(writer.committed()) - survivor_ids)
+    lost = sorted({e["id"] for e in events if "id" in e} - survivor_ids)
     line = f"RTO {name}: {rto:.1f}s   RPO {name}: {len(lost)} transactions lost {lost[:10]}"
     print("\n" + line)
     MEASURED.append(line)
