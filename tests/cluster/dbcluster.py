@@ -5,7 +5,8 @@ What each node gets, inside its own namespaces (docs/lab.md), the way a DBA woul
 - a PostgreSQL 15 cluster in the node's private ``/var/lib/postgresql`` (survives the node's
   reboots like a disk), socket in ``/var/lib/postgresql/run``, TCP on every address (the client
   reaches the primary through the VIP), started and stopped by the service script
-  ``/etc/hodr/pg-service`` — the agent's ``services`` (``when: always``) run it;
+  ``/etc/hodr/pg-service`` — the agent's ``services`` (``when: always``) run it; an application
+  unit (``/etc/hodr/app-service``, ``when: primary``) answering its hostname on TCP 7000;
 - ``/etc/hodr/hodr.yml`` (node1 says ``role: primary`` so it wins the bootstrap tie, the others
   standby; everyone lists the other two as standbys and all three as possible primary names)
   and a CA + certificate per node from ``hodr.certs`` in ``/etc/hodr/tls``;
@@ -77,6 +78,34 @@ start)
 stop)
     [ -f "$D/postmaster.pid" ] || exit 0
     exec runuser -u postgres -- "$B/pg_ctl" -D "$D" -m fast -w -t 60 stop >/dev/null ;;
+*) echo "usage: $0 start|stop|ready" >&2; exit 2 ;;
+esac
+"""
+
+#: An application unit of a lab node (``when: primary``): answers its hostname on TCP 7000, so
+#: the client can tell through the VIP that the new primary started its services.
+APP_PORT = 7000
+APP_SERVICE = f"""#!/bin/sh
+# application unit of this lab node: start | stop | ready (the agent's services run it)
+P={RUN_DIR}/app.pid
+ready() {{
+    python3 -c 'import socket; socket.create_connection(("127.0.0.1", {APP_PORT}), 1).close()' 2>/dev/null
+}}
+case "$1" in
+ready) ready ;;
+start)
+    ready && exit 0
+    setsid python3 -c 'import socket
+s = socket.create_server(("", {APP_PORT}))
+name = socket.gethostname().encode() + b"\\n"
+while True:
+    c, _ = s.accept()
+    c.sendall(name)
+    c.close()' >/dev/null 2>&1 </dev/null &
+    echo $! > "$P" ;;
+stop)
+    [ -f "$P" ] && kill "$(cat "$P")" 2>/dev/null
+    rm -f "$P"; exit 0 ;;
 *) echo "usage: $0 start|stop|ready" >&2; exit 2 ;;
 esac
 """
@@ -157,9 +186,10 @@ class DbCluster:
                 dst = etc / "tls" / name
                 dst.write_bytes(Path(src).read_bytes())
                 dst.chmod(0o600)
-            script = etc / "pg-service"
-            script.write_text(PG_SERVICE)
-            script.chmod(0o755)
+            for name, text in (("pg-service", PG_SERVICE), ("app-service", APP_SERVICE)):
+                script = etc / name
+                script.write_text(text)
+                script.chmod(0o755)
             (etc / "hodr.yml").write_text(yaml.safe_dump(self.node_config(node), sort_keys=False))
 
     def _init_db(self, node: str) -> None:
@@ -198,7 +228,15 @@ class DbCluster:
                     "stop": "/etc/hodr/pg-service stop",
                     "ready": "/etc/hodr/pg-service ready",
                     "timeout_s": 60,
-                }
+                },
+                {
+                    "name": "app",
+                    "when": "primary",
+                    "start": "/etc/hodr/app-service start",
+                    "stop": "/etc/hodr/app-service stop",
+                    "ready": "/etc/hodr/app-service ready",
+                    "timeout_s": 20,
+                },
             ],
         }
         if self.sync:
@@ -251,6 +289,20 @@ class DbCluster:
 
     def durable(self, node: str) -> str:
         return str((self.status(node) or {}).get("durable_commit", ""))
+
+    def app_running(self, node: str) -> bool:
+        """Is the ``when: primary`` application unit running on ``node`` (its pid file)?"""
+        pid = self.lab.pid(node)
+        return pid is not None and Path(f"/proc/{pid}/root{RUN_DIR}/app.pid").exists()
+
+    def app_via_vip(self) -> str:
+        """The hostname the application unit behind the VIP answers with ("" if none)."""
+        code = (
+            f"import socket; s = socket.create_connection(({self.lab.vip!r}, {APP_PORT}), 2); "
+            "print(s.recv(64).decode().strip())"
+        )
+        r = self.lab.client_run(sys.executable, "-c", code, check=False, timeout=10)
+        return r.stdout.strip() if r.returncode == 0 else ""
 
     def sock(self, node: str) -> str:
         return str(self.lab.host_path(node, PG_HOME) / "run")

@@ -129,6 +129,9 @@ def test_switchover_drill_async_zero_loss_and_back(async_cluster: DbCluster, tmp
             pcs(db, f"pcs resource move {CLONE} {target} --promoted")
             assert db.wait_promoted(FAILOVER_DEADLINE, not_on=old) == target
             wait_for(lambda t=target: db.lab.locate("hodr-vip") == [t], 60, f"the VIP on {target}")
+            # the primary's services moved too: the application unit answers through the VIP
+            wait_for(lambda t=target: db.app_via_vip() == t, 30, f"the application on {target}")
+            assert not db.app_running(old), f"the application still runs on the demoted {old}"
             w.wait_commits(30, 60, after=now())
             wait_for(lambda o=old: db.role(o) == "standby", 60, f"{old} a standby again")
             _, rpo = rto_rpo(f"switchover to {target}", w, t0, db, target)
@@ -168,6 +171,7 @@ def test_failover_on_primary_crash_sync_loses_nothing_and_old_primary_rejoins(
         db.lab.crash("node1")
         new = db.wait_promoted(FAILOVER_DEADLINE, not_on="node1")
         wait_for(lambda: db.lab.locate("hodr-vip") == [new], 60, f"the VIP on {new}")
+        wait_for(lambda: db.app_via_vip() == new, 30, f"the application unit started on {new}")
         w.wait_commits(50, 60, after=now())
         _, rpo = rto_rpo("failover (primary node crash, sync)", w, lost_at, db, new)
         assert rpo == 0, db.describe()
@@ -184,6 +188,7 @@ def test_failover_on_primary_crash_sync_loses_nothing_and_old_primary_rejoins(
         db.wait_equal(new, n)
     st = db.status("node1") or {}
     assert st.get("extra", {}).get("diverged") is False, st
+    assert not db.app_running("node1") and not db.app_running(other), "application units on standbys"
     assert db.promoted() == [new]
     assert not watch.violations, watch.violations[:5]
 
