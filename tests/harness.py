@@ -212,3 +212,46 @@ def wait_equal(pair: Pair, tables: list[str], timeout: float = 60, standby: PgIn
                     f"only on standby {only_b}\n{pair.logs()}"
                 ) from None
         raise
+
+
+def peer_config(
+    name: str,
+    role: str,
+    pg: PgInstance,
+    port: int,
+    peer: str,
+    workdir: Path,
+    sec: dict[str, Any],
+    *,
+    sync: bool = False,
+) -> dict[str, Any]:
+    """YAML of node ``name`` of a two-node pair ``a``/``b`` where either may be primary (role
+    changes through the control socket): listens on ``port``, lists ``peer`` as its standby,
+    accepts both names as primary; ``sec`` from :func:`_security`."""
+    tls = {k: v for k, v in sec.items() if k != "primary_name"}
+    return {
+        "node": name,
+        "role": role,
+        "sync": sync,
+        "data_dir": str(workdir / f"{name}-data"),
+        "run_dir": str(workdir / f"{name}-run"),
+        "status_interval_s": 0.2,
+        "source": {
+            "dsn": pg.dsn(DB),
+            "slot": "hodr",
+            "publication": "hodr",
+            "application_name": f"hodr_{name}",
+        },
+        "target": {"dsn": pg.dsn(DB)},
+        "transport": {
+            "listen_host": "127.0.0.1",
+            "port": port,
+            "primary_host": "127.0.0.1",
+            "standbys": [{"name": peer}],
+            "primary_name": ["a", "b"],
+            "heartbeat_s": 0.5,
+            "dead_peer_s": 3,
+            "reconnect_max_s": 0.5,
+            **tls,
+        },
+    }

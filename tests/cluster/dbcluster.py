@@ -163,6 +163,59 @@ def init_node_db(lab: Lab, node: str) -> None:
         conn.execute(SCHEMA)
 
 
+def db_service(timeout_s: int) -> dict[str, Any]:
+    """The node's PostgreSQL as a ``when: always`` service (the pg-service script)."""
+    return {
+        "name": "postgresql",
+        "when": "always",
+        "start": "/etc/hodr/pg-service start",
+        "stop": "/etc/hodr/pg-service stop",
+        "ready": "/etc/hodr/pg-service ready",
+        "timeout_s": timeout_s,
+    }
+
+
+def node_yaml(
+    node: str,
+    *,
+    role: str,
+    sync: bool,
+    primary_host: str,
+    standbys: list[str],
+    primary_names: list[str],
+    services: list[dict[str, Any]],
+    data_dir: str = "/var/lib/hodr/data",
+    run_dir: str = RUN_DIR,
+) -> dict[str, Any]:
+    """A lab node's hodr YAML: its database over the Unix socket, mTLS with the files provision
+    copies to /etc/hodr/tls, short heartbeats for the tests."""
+    dsn = f"host={PGSOCK} port=5432 dbname={DB} user=postgres"
+    return {
+        "node": node,
+        "role": role,
+        "sync": sync,
+        "data_dir": data_dir,
+        "run_dir": run_dir,
+        "status_interval_s": 0.5,
+        "source": {"dsn": dsn, "slot": "hodr", "publication": "hodr", "application_name": "hodr"},
+        "target": {"dsn": dsn},
+        "transport": {
+            "listen_host": "0.0.0.0",
+            "port": 5440,
+            "primary_host": primary_host,
+            "standbys": [{"name": n} for n in standbys],
+            "primary_name": primary_names,
+            "heartbeat_s": 0.5,
+            "dead_peer_s": 3,
+            "reconnect_max_s": 1,
+            "tls_ca": "/etc/hodr/tls/ca.pem",
+            "tls_cert": "/etc/hodr/tls/node.pem",
+            "tls_key": "/etc/hodr/tls/node.key",
+        },
+        "services": services,
+    }
+
+
 @dataclass
 class DbCluster:
     """The lab plus what the tests need to drive and observe PostgreSQL and hodr in it."""
@@ -196,49 +249,20 @@ class DbCluster:
         init_node_db(self.lab, node)
 
     def node_config(self, node: str) -> dict[str, Any]:
-        dsn = f"host={PGSOCK} port=5432 dbname={DB} user=postgres"
-        others = [n for n in self.lab.nodes if n != node]
-        cfg: dict[str, Any] = {
-            "node": node,
-            "role": "primary" if node == self.lab.nodes[0] else "standby",
-            "sync": self.sync,
-            "data_dir": "/var/lib/hodr/data",
-            "run_dir": RUN_DIR,
-            "status_interval_s": 0.5,
-            "source": {"dsn": dsn, "slot": "hodr", "publication": "hodr", "application_name": "hodr"},
-            "target": {"dsn": dsn},
-            "transport": {
-                "listen_host": "0.0.0.0",
-                "port": 5440,
-                "primary_host": self.lab.vip,
-                "standbys": [{"name": n} for n in others],
-                "primary_name": list(self.lab.nodes),
-                "heartbeat_s": 0.5,
-                "dead_peer_s": 3,
-                "reconnect_max_s": 1,
-                "tls_ca": "/etc/hodr/tls/ca.pem",
-                "tls_cert": "/etc/hodr/tls/node.pem",
-                "tls_key": "/etc/hodr/tls/node.key",
-            },
-            "services": [
-                {
-                    "name": "postgresql",
-                    "when": "always",
-                    "start": "/etc/hodr/pg-service start",
-                    "stop": "/etc/hodr/pg-service stop",
-                    "ready": "/etc/hodr/pg-service ready",
-                    "timeout_s": 60,
-                },
-                {
-                    "name": "app",
-                    "when": "primary",
-                    "start": "/etc/hodr/app-service start",
-                    "stop": "/etc/hodr/app-service stop",
-                    "ready": "/etc/hodr/app-service ready",
-                    "timeout_s": 20,
-                },
-            ],
-        }
+        services = [
+            db_service(60),
+            {"name": "app", "when": "primary", "start": "/etc/hodr/app-service start",
+             "stop": "/etc/hodr/app-service stop", "ready": "/etc/hodr/app-service ready", "timeout_s": 20},
+        ]  # fmt: skip
+        cfg = node_yaml(
+            node,
+            role="primary" if node == self.lab.nodes[0] else "standby",
+            sync=self.sync,
+            primary_host=self.lab.vip,
+            standbys=[n for n in self.lab.nodes if n != node],
+            primary_names=list(self.lab.nodes),
+            services=services,
+        )
         if self.sync:
             cfg["sync_quorum"] = 1  # ANY 1 of the two standbys: a lost node never blocks commits
         return cfg

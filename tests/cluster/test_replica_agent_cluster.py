@@ -39,7 +39,7 @@ from hodr import certs
 from hodr.lab import Lab, proc
 from hodr.lab.netns import NETNS_DIR
 from tests.cluster.conftest import LabFactory, logs_dir
-from tests.cluster.dbcluster import DB, PG_HOME, PG_SERVICE, PGSOCK, init_node_db
+from tests.cluster.dbcluster import PG_HOME, PG_SERVICE, db_service, init_node_db, node_yaml
 
 pytestmark = [pytest.mark.cluster, pytest.mark.pg]
 
@@ -53,42 +53,19 @@ AGENT = "/usr/lib/ocf/resource.d/hodr/hodr-replica"
 EPOCH_PROPERTY = f"hodr-{RSC}-epoch"
 
 
-def node_yaml(lab: Lab) -> dict[str, Any]:
-    dsn = f"host={PGSOCK} port=5432 dbname={DB} user=postgres"
-    return {
-        "node": NODE,
-        "role": "standby",
-        "sync": False,
-        "data_dir": DATA_DIR,
-        "run_dir": RUN_DIR,
-        "status_interval_s": 0.5,
-        "source": {"dsn": dsn, "slot": "hodr", "publication": "hodr", "application_name": "hodr"},
-        "target": {"dsn": dsn},
-        "transport": {
-            "listen_host": "0.0.0.0",
-            "port": 5440,
-            # node2 is not part of this lab: the standby's connection attempts simply fail
-            "primary_host": lab.address(NODE).rsplit(".", 1)[0] + ".12",
-            "standbys": [{"name": "node2"}],
-            "primary_name": ["node1", "node2"],
-            "heartbeat_s": 0.5,
-            "dead_peer_s": 3,
-            "reconnect_max_s": 1,
-            "tls_ca": "/etc/hodr/tls/ca.pem",
-            "tls_cert": "/etc/hodr/tls/node.pem",
-            "tls_key": "/etc/hodr/tls/node.key",
-        },
-        "services": [
-            {
-                "name": "postgresql",
-                "when": "always",
-                "start": "/etc/hodr/pg-service start",
-                "stop": "/etc/hodr/pg-service stop",
-                "ready": "/etc/hodr/pg-service ready",
-                "timeout_s": 15,  # below ocf-tester's 20 s action timeout
-            }
-        ],
-    }
+def tester_yaml(lab: Lab) -> dict[str, Any]:
+    return node_yaml(
+        NODE,
+        role="standby",
+        sync=False,
+        # node2 is not part of this lab: the standby's connection attempts simply fail
+        primary_host=lab.address(NODE).rsplit(".", 1)[0] + ".12",
+        standbys=["node2"],
+        primary_names=["node1", "node2"],
+        services=[db_service(15)],  # below ocf-tester's 20 s action timeout
+        data_dir=DATA_DIR,
+        run_dir=RUN_DIR,
+    )
 
 
 def provision(lab: Lab, workdir: Path) -> None:
@@ -106,7 +83,7 @@ def provision(lab: Lab, workdir: Path) -> None:
     script = etc / "pg-service"
     script.write_text(PG_SERVICE)
     script.chmod(0o755)
-    (etc / "tester.yml").write_text(yaml.safe_dump(node_yaml(lab), sort_keys=False))
+    (etc / "tester.yml").write_text(yaml.safe_dump(tester_yaml(lab), sort_keys=False))
 
 
 def node_root(lab: Lab) -> Path:

@@ -15,7 +15,7 @@ import pytest
 
 from hodr.pginstance import free_port
 from tests.conftest import wait_for
-from tests.harness import DB, HodrDaemon, _security, table_rows
+from tests.harness import DB, HodrDaemon, _security, peer_config, table_rows
 from tests.integration.test_switchover import _ask, _wait_role
 
 pytestmark = pytest.mark.pg
@@ -26,36 +26,6 @@ SCHEMA = (
     "CREATE TABLE kd (id int PRIMARY KEY, v text);"
 )
 TABLES = ("acc", "fl", "kd")
-
-
-def _cfg(name: str, role: str, pg: Any, port: int, peer: str, tmp: Path, sec: dict, sync: bool) -> dict:
-    tls = {k: v for k, v in sec.items() if k != "primary_name"}
-    return {
-        "node": name,
-        "role": role,
-        "sync": sync,
-        "data_dir": str(tmp / f"{name}-data"),
-        "run_dir": str(tmp / f"{name}-run"),
-        "status_interval_s": 0.2,
-        "source": {
-            "dsn": pg.dsn(DB),
-            "slot": "hodr",
-            "publication": "hodr",
-            "application_name": f"hodr_{name}",
-        },
-        "target": {"dsn": pg.dsn(DB)},
-        "transport": {
-            "listen_host": "127.0.0.1",
-            "port": port,
-            "primary_host": "127.0.0.1",
-            "standbys": [{"name": peer}],
-            "primary_name": ["a", "b"],
-            "heartbeat_s": 0.5,
-            "dead_peer_s": 3,
-            "reconnect_max_s": 0.5,
-            **tls,
-        },
-    }
 
 
 class Lab:
@@ -75,8 +45,8 @@ class Lab:
         self.tmp, self.sync = tmp, sync
         self.port_a, self.port_b = free_port(), free_port()
         self.sec = _security(tmp, ["a", "b"], True)
-        self.a_cfg = _cfg("a", "primary", self.pa, self.port_a, "b", tmp, self.sec["a"], sync)
-        self.b_cfg = _cfg("b", "standby", self.pb, self.port_b, "a", tmp, self.sec["b"], sync)
+        self.a_cfg = peer_config("a", "primary", self.pa, self.port_a, "b", tmp, self.sec["a"], sync=sync)
+        self.b_cfg = peer_config("b", "standby", self.pb, self.port_b, "a", tmp, self.sec["b"], sync=sync)
         self.a = HodrDaemon("a", self.a_cfg, tmp)
         self.b = HodrDaemon("b", self.b_cfg, tmp)
         self.daemons = [self.a, self.b]

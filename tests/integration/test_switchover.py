@@ -13,44 +13,13 @@ import pytest
 from hodr.pginstance import free_port
 from hodr.status import control_request
 from tests.conftest import wait_for
-from tests.harness import DB, HodrDaemon, _security, table_rows
+from tests.harness import DB, HodrDaemon, _security, peer_config, table_rows
 
 pytestmark = pytest.mark.pg
 
 SCHEMA = (
     "CREATE TABLE acc (id int PRIMARY KEY, v int); CREATE TABLE audit (who text PRIMARY KEY, xid bigint);"
 )
-
-
-def _cfg(
-    name: str, role: str, pg: Any, port: int, peer: str, workdir: Path, sec: dict[str, Any]
-) -> dict[str, Any]:
-    tls = {k: v for k, v in sec.items() if k != "primary_name"}
-    return {
-        "node": name,
-        "role": role,
-        "data_dir": str(workdir / f"{name}-data"),
-        "run_dir": str(workdir / f"{name}-run"),
-        "status_interval_s": 0.2,
-        "source": {
-            "dsn": pg.dsn(DB),
-            "slot": "hodr",
-            "publication": "hodr",
-            "application_name": f"hodr_{name}",
-        },
-        "target": {"dsn": pg.dsn(DB)},
-        "transport": {
-            "listen_host": "127.0.0.1",
-            "port": port,
-            "primary_host": "127.0.0.1",
-            "standbys": [{"name": peer}],
-            "primary_name": ["a", "b"],
-            "heartbeat_s": 0.5,
-            "dead_peer_s": 3,
-            "reconnect_max_s": 0.5,
-            **tls,
-        },
-    }
 
 
 def _wait_role(d: HodrDaemon, role: str, timeout: float = 60) -> None:
@@ -98,8 +67,8 @@ def test_switchover_and_back_loses_nothing(pg_factory, tmp_path: Path) -> None:
         pg.psql(SCHEMA, DB)
     port_a, port_b = free_port(), free_port()
     sec = _security(tmp_path, ["a", "b"], True)
-    a = HodrDaemon("a", _cfg("a", "primary", pa, port_a, "b", tmp_path, sec["a"]), tmp_path)
-    b = HodrDaemon("b", _cfg("b", "standby", pb, port_b, "a", tmp_path, sec["b"]), tmp_path)
+    a = HodrDaemon("a", peer_config("a", "primary", pa, port_a, "b", tmp_path, sec["a"]), tmp_path)
+    b = HodrDaemon("b", peer_config("b", "standby", pb, port_b, "a", tmp_path, sec["b"]), tmp_path)
     try:
         _write(pa, "before-start", 20)
         a.start().wait_ready()
