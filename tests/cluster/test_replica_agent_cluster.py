@@ -53,7 +53,7 @@ AGENT = "/usr/lib/ocf/resource.d/hodr/hodr-replica"
 EPOCH_PROPERTY = f"hodr-{RSC}-epoch"
 
 
-def tester_yaml(lab: Lab) -> dict[str, Any]:
+def config_for_tester(lab: Lab) -> dict[str, Any]:
     return node_yaml(
         NODE,
         role="standby",
@@ -83,7 +83,7 @@ def provision(lab: Lab, workdir: Path) -> None:
     script = etc / "pg-service"
     script.write_text(PG_SERVICE)
     script.chmod(0o755)
-    (etc / "tester.yml").write_text(yaml.safe_dump(tester_yaml(lab), sort_keys=False))
+    (etc / "tester.yml").write_text(yaml.safe_dump(config_for_tester(lab), sort_keys=False))
 
 
 def node_root(lab: Lab) -> Path:
