@@ -414,15 +414,6 @@ class DbCluster:
             with contextlib.suppress(OSError, LabError):
                 shutil.copytree(self.lab.host_path(n, "/var/lib/hodr") / "data" / "log", d / "hodr-log")
 
-    def logs(self, node: str, lines: int = 40) -> str:
-        pid = self.lab.pid(node)
-        if pid is None:
-            return f"{node} is down"
-        p = Path(f"/proc/{pid}/root{RUN_DIR}/daemon.out")
-        with contextlib.suppress(OSError):
-            return "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
-        return f"{node}: no daemon.out"
-
 
 @dataclass
 class Writer:
@@ -451,9 +442,6 @@ class Writer:
 
     def committed(self) -> list[int]:
         return [e["id"] for e in self.events() if "id" in e]
-
-    def first_commit_after(self, t: float) -> float | None:
-        return next((e["t"] for e in self.events() if "id" in e and e["t"] > t), None)
 
     def wait_commits(self, n: int, timeout: float, after: float = 0.0) -> None:
         wait_for(

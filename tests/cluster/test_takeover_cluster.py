@@ -22,7 +22,7 @@ import pytest
 from hodr.lab import teardown
 from hodr.lab.topology import state_dir_for
 from tests.cluster.conftest import TEST_REBOOT_DELAY, logs_dir
-from tests.cluster.dbcluster import CLONE, CONFIG, DbCluster, now, rto_rpo, writing
+from tests.cluster.dbcluster import CLONE, DbCluster, now, rto_rpo, writing
 from tests.cluster.test_vip_cluster import node_holders
 from tests.conftest import wait_for
 
@@ -82,7 +82,7 @@ def promotion_score(db: DbCluster, node: str) -> str:
 
 def assert_no_failed_actions(db: DbCluster) -> None:
     view = db.lab.crm_mon_xml()
-    assert "<failures>" not in view or "<failure " not in view, f"failed actions:\n{db.describe()}"
+    assert "<failure " not in view, f"failed actions:\n{db.describe()}"
 
 
 class RoleWatch:
@@ -149,7 +149,6 @@ def test_switchover_drill_async_zero_loss_and_back(async_cluster: DbCluster, tmp
     db.lab.run("node1", "crm_verify", "-L")
     assert_no_failed_actions(db)
     assert not watch.violations, watch.violations[:5]
-    assert CONFIG  # the same YAML path on every node
 
 
 # ---------------------------------------------------------------------------------- failover
