@@ -523,7 +523,8 @@ class Outbox:
                 )
             if durable_seq + 1 < first:
                 raise NeedsReseed(
-                    f"standby resumes at seq {durable_seq + 1} but the outbox was trimmed to {first}"
+                    f"standby resumes at seq {durable_seq + 1} but the outbox was trimmed to {first}: "
+                    "load it from a consistent copy"
                 )
             return durable_seq + 1
         if commit is None:
