@@ -464,16 +464,36 @@ class PostgresSource:
         consistent point are exactly the source's data: every transaction that committed before
         the point is in the snapshot, every later one is streamed.  The snapshot only lives while
         the creating connection stays open and idle, so it is kept until :meth:`finish_snapshot`.
+
+        Why a second, REPEATABLE READ connection is open while the slot is created: PostgreSQL
+        (seen on 15.18 and 15.20) leaves the exported snapshot unprotected for a moment inside
+        CREATE_REPLICATION_SLOT.  ``ReplicationSlotRelease()`` drops the slot's temporary data
+        xmin before it clears the walsender's ``PROC_IN_LOGICAL_DECODING`` flag, and until then
+        the horizon ignores the walsender's xmin (the snapshot's).  A VACUUM or page prune that
+        computes the horizon in that window removes row versions the snapshot still needs (and
+        backends keep that horizon cached), so the load misses rows whose later UPDATE/DELETE is
+        then streamed.  The guard's xmin is no newer than the snapshot's (it was taken first) and
+        holds the horizon through the command; once the command has returned, the walsender's own
+        xmin holds it, so the guard is closed then.
         """
         self.finish_snapshot()
-        conn = self._connect(replication=True, suffix="-snapshot")
+        guard = self._connect(autocommit=False, suffix="-guard")
         try:
-            row = conn.execute(
-                f"CREATE_REPLICATION_SLOT {self.slot} LOGICAL pgoutput (SNAPSHOT 'export')"
-            ).fetchone()
-        except psycopg.Error as exc:
-            conn.close()
-            raise HodrFatal(f"cannot create replication slot {self.slot}: {_one_line(exc)}") from exc
+            try:
+                guard.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                guard.execute("SELECT 1")  # takes the snapshot: sets this backend's xmin
+            except psycopg.OperationalError as exc:
+                raise RetryableCaptureError(f"source SQL connection lost: {_one_line(exc)}") from exc
+            conn = self._connect(replication=True, suffix="-snapshot")
+            try:
+                row = conn.execute(
+                    f"CREATE_REPLICATION_SLOT {self.slot} LOGICAL pgoutput (SNAPSHOT 'export')"
+                ).fetchone()
+            except psycopg.Error as exc:
+                conn.close()
+                raise HodrFatal(f"cannot create replication slot {self.slot}: {_one_line(exc)}") from exc
+        finally:
+            guard.close()
         assert row is not None
         self._snapshot_conn = conn
         return LogPosition(self.epoch, parse_lsn(row[1])), str(row[2])
