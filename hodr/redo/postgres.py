@@ -310,7 +310,7 @@ class PostgresSource:
         self._released = 0  # highest LSN release() was given (this epoch)
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._sql_conn: psycopg.Connection[Any] | None = None
-        self._sql_lock = threading.Lock()
+        self._sql_lock = threading.RLock()  # re-entered by _sql inside _atomic
         self._snapshot_conn: psycopg.Connection[Any] | None = None
         self.catalog = Catalog(self._format_types)
 
@@ -354,6 +354,24 @@ class PostgresSource:
                 self._sql_conn = None
                 raise RetryableCaptureError(f"source SQL connection lost: {_one_line(exc)}") from exc
 
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """Every :meth:`_sql` statement inside commits together or not at all (one transaction
+        on the shared SQL connection, which other threads wait for)."""
+        with self._sql_lock:
+            if self._closed:
+                raise RetryableCaptureError("the PostgreSQL source is closed")
+            if self._sql_conn is None or self._sql_conn.closed:
+                self._sql_conn = self._connect(suffix="-sql")
+            try:
+                with self._sql_conn.transaction():
+                    yield
+            except psycopg.OperationalError as exc:
+                with contextlib.suppress(Exception):
+                    self._sql_conn.close()
+                self._sql_conn = None
+                raise RetryableCaptureError(f"source SQL connection lost: {_one_line(exc)}") from exc
+
     def _format_types(self, keys: Iterable[TypeKey]) -> dict[TypeKey, str]:
         keys = list(keys)
         rows = self._sql(
@@ -366,7 +384,16 @@ class PostgresSource:
     def ensure_publication(self, tables: Sequence[str] | None = None) -> None:
         """Create the publication (``FOR ALL TABLES`` when ``tables`` is None, else for the named
         ``schema.table`` list) or bring its table list up to date, then make sure every published
-        table can be replicated (:meth:`check_replica_identity`)."""
+        table can be replicated (:meth:`check_replica_identity`).
+
+        All in one transaction: the applications' sessions see the publication only together
+        with REPLICA IDENTITY FULL on its keyless tables.  Done in two steps, a DELETE or UPDATE
+        of a keyless table between them fails at the source ("does not have a replica identity
+        and publishes deletes"), an outage of the very application hodr protects."""
+        with self._atomic():
+            self._ensure_publication(tables)
+
+    def _ensure_publication(self, tables: Sequence[str] | None) -> None:
         rows = self._sql("SELECT puballtables FROM pg_publication WHERE pubname = %s", (self.publication,))
         pub = sql.Identifier(self.publication)
         if tables is not None:

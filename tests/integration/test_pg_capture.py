@@ -581,8 +581,12 @@ def test_keyless_tables(make_source, sql) -> None:  # type: ignore[no-untyped-de
         strict.ensure_publication()
     assert "public.nokey" in str(info.value) and "public.nothing" in str(info.value)
     assert "public.keyed" not in str(info.value)
-    # once published, the source statement itself fails (pg-notes §3)
+    # refused as a whole: no publication, so the application's statements keep working
+    assert sql.execute("SELECT count(*) FROM pg_publication").fetchone() == (0,)
     sql.execute("INSERT INTO nokey VALUES (1, 'x')")
+    sql.execute("UPDATE nokey SET b = 'x'")
+    # once published without an identity, the source statement itself fails (pg-notes §3)
+    sql.execute("CREATE PUBLICATION hodr_test FOR ALL TABLES")
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
         sql.execute("UPDATE nokey SET b = 'y'")
 
@@ -604,6 +608,43 @@ def test_keyless_tables(make_source, sql) -> None:  # type: ignore[no-untyped-de
     reader.stop()
     assert rc[0].before == ("1", "x") and rc[0].after == ("1", "y")
     assert rc[1].before == ("1", "y")
+
+
+def test_publishing_never_breaks_the_applications_deletes(make_source, sql, primary) -> None:  # type: ignore[no-untyped-def]
+    """The publication and REPLICA IDENTITY FULL on its keyless tables commit together: while
+    hodr waits for a lock on the first keyless table, the application's DELETE on the second
+    one still works (published first, it failed: seen in CI as an application error)."""
+    sql.execute("CREATE TABLE k1 (a int); CREATE TABLE k2 (a int)")
+    sql.execute("INSERT INTO k1 VALUES (1); INSERT INTO k2 VALUES (1), (2)")
+    blocker = psycopg.connect(primary.dsn())
+    errors: list[BaseException] = []
+    src = make_source()
+
+    def publish() -> None:
+        try:
+            src.ensure_publication()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    try:
+        blocker.execute("LOCK TABLE k1 IN ACCESS SHARE MODE")  # hodr's ALTER TABLE k1 waits
+        thread.start()
+        wait_for(
+            lambda: sql.execute(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'k1'::regclass AND NOT granted"
+            ).fetchone()[0],
+            30,
+            "hodr's ALTER TABLE k1 waiting for its lock",
+        )
+        sql.execute("DELETE FROM k2 WHERE a = 1")
+    finally:
+        blocker.close()
+        thread.join(30)
+    assert not errors and not thread.is_alive(), errors
+    sql.execute("DELETE FROM k2 WHERE a = 2")  # published now, and replicable
+    idents = sql.execute("SELECT relname, relreplident FROM pg_class WHERE relname IN ('k1', 'k2')")
+    assert dict(idents.fetchall()) == {"k1": "f", "k2": "f"}
 
 
 def test_publication_for_a_table_list(make_source, sql) -> None:  # type: ignore[no-untyped-def]
