@@ -16,14 +16,46 @@ import pytest
 T = TypeVar("T")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Gate markers; and keep every ``cluster`` test on one worker, one after another, when
+    ``./run test`` runs the suite on two (pytest-xdist ``--dist loadgroup``): a lab's fencing
+    and failover timings are what those tests measure, and two labs at once would only halve
+    the machine for both.  Everything else (PostgreSQL pairs, network namespaces named per
+    process, unit tests) shares the other worker, and the lab worker once it is done."""
     no_oracle = pytest.mark.skip(reason="HODR_ORACLE_DSN is not set")
     not_root = pytest.mark.skip(reason="needs root (namespaces)")
+    lab_group = pytest.mark.xdist_group("lab")
     for item in items:
         if "oracle" in item.keywords and not os.environ.get("HODR_ORACLE_DSN"):
             item.add_marker(no_oracle)
         if ("cluster" in item.keywords or "netns" in item.keywords) and os.geteuid() != 0:
             item.add_marker(not_root)
+        if "cluster" in item.keywords:
+            item.add_marker(lab_group)
+
+
+# --- measured numbers printed at the end (RTO/RPO of the takeover scenarios) ------------------
+#: ``(section, line)`` pairs reported by tests through ``user_properties`` ("measured", ...);
+#: collected from the reports, so it works the same with and without pytest-xdist workers.
+_MEASURED: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        _MEASURED.extend(v for k, v in report.user_properties if k == "measured")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Measured numbers (the takeover scenarios' RTO/RPO), also when output is captured (CI
+    runs ``-q``)."""
+    sections: dict[str, list[str]] = {}
+    for section, line in _MEASURED:
+        sections.setdefault(section, []).append(line)
+    for section, lines in sections.items():
+        terminalreporter.section(section)
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:

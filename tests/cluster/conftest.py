@@ -214,11 +214,15 @@ def lab3(lab3_running: RunningLab) -> Lab:
     return lab
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The takeover scenarios' RTO/RPO lines, also when output is captured (CI runs ``-q``)."""
+@pytest.fixture(autouse=True)
+def _report_measured(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Hand the RTO/RPO lines a test measured to the report (tests/conftest.py prints them
+    at the end, whichever worker ran the test)."""
     from tests.cluster.dbcluster import MEASURED
 
-    if MEASURED:
-        terminalreporter.section("takeover RTO / RPO (tests/cluster/test_takeover_cluster.py)")
-        for line in MEASURED:
-            terminalreporter.write_line(line)
+    first = len(MEASURED)
+    yield
+    for line in MEASURED[first:]:
+        request.node.user_properties.append(
+            ("measured", ("takeover RTO / RPO (tests/cluster/test_takeover_cluster.py)", line))
+        )
