@@ -72,6 +72,10 @@ class Status:
     rows_applied: int = 0
     txns_captured: int = 0
     error: str = ""
+    #: seconds the local database has been unusable (primary: capture's source; standby: apply's
+    #: target), 0 while it works: what lets the agent's monitor tell "the database is down"
+    #: from "busy", without running a check of its own
+    db_down_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -100,9 +100,26 @@ class _SessionLoop:
         self._error: BaseException | None = None
         self._ready = threading.Event()
         self._problem = ""  # the last retryable problem, for the sentence
+        self._down_since = 0.0  # monotonic time of the first failed session in a row (0: up)
 
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    def _session_up(self, backoff: _Backoff) -> None:
+        """The session reached its database: ready, no problem, no backoff."""
+        self._ready.set()
+        self._problem = ""
+        self._down_since = 0.0
+        backoff.reset()
+
+    def db_down_s(self) -> float:
+        """Seconds the sessions have been failing to use the local database (0: working).
+
+        Each role's sessions talk to exactly one local database (capture to the source, apply to
+        the target); their retryable failures are that database's.  The agent's monitor turns a
+        long enough outage into a failed resource (docs/replica-agent.md, Monitor)."""
+        since = self._down_since
+        return round(time.monotonic() - since, 1) if since else 0.0
 
     def _run_sessions(self, what: str, session: Callable[[_Backoff], None]) -> None:
         backoff = _Backoff()
@@ -111,6 +128,8 @@ class _SessionLoop:
                 session(backoff)
             except Retryable as exc:
                 self._problem = " ".join(str(exc).split())
+                if not self._down_since:
+                    self._down_since = time.monotonic()
                 log.warning("%s: %s (retrying)", what, self._problem)
                 backoff.wait(self._stop)
             except BaseException as exc:  # noqa: BLE001 - fatal: the daemon reports and stops
@@ -250,6 +269,7 @@ class PrimaryPipeline(_SessionLoop):
             "peers": tuple(peers),
             "txns_captured": self._txns,
             "error": self._problem,
+            "db_down_s": self.db_down_s(),
         }
 
     def sentence(self) -> str:
@@ -433,9 +453,7 @@ class PrimaryPipeline(_SessionLoop):
             start = self._release_floor()
             if start.epoch == self.state.epoch and source.released.lsn > start.lsn:
                 start = source.released
-            self._ready.set()
-            self._problem = ""
-            backoff.reset()
+            self._session_up(backoff)
             log.info("capture: streaming slot %s from %s", self.cfg.source.slot, start)
             outbox = self.outbox
             for rec in source.read(start):
@@ -726,6 +744,7 @@ class StandbyPipeline(_SessionLoop):
             "txns_applied": self._txns,
             "rows_applied": self._rows,
             "error": self._problem,
+            "db_down_s": self.db_down_s(),
         }
         if self.client:
             rs = self.client.stats()
@@ -733,6 +752,7 @@ class StandbyPipeline(_SessionLoop):
             out["received_seq"] = rs.received_seq
             out["durable_seq"] = rs.durable_seq
             out["extra"] = {
+                "following": {"host": self.cfg.transport.primary_host, "port": self.cfg.transport.port},
                 "bytes_raw": rs.bytes_raw,
                 "bytes_wire": rs.bytes_wire,
                 "compression": rs.compression,
@@ -779,9 +799,7 @@ class StandbyPipeline(_SessionLoop):
             if self.cfg.target.read_only:
                 prepare_standby(self.cfg.target.dsn)
             self._applied = target.applied_position()
-            self._ready.set()
-            self._problem = ""
-            backoff.reset()
+            self._session_up(backoff)
             self._finals.clear()
             loop = ApplyLoop(target, self.cfg.target.batch_txns, self.cfg.target.batch_changes)
             # Retained records (queue.retain_bytes) the target already holds are skipped by their

@@ -78,9 +78,19 @@ def test_unreachable_primary_then_catch_up(pg_factory, tmp_path: Path) -> None:
             "primary to report the unreachable source",
         )
         assert pr.alive() and sb.alive()
+        # ... and counts how long (the agent's monitor fails the instance on it: db_down_timeout)
+        wait_for(lambda: (st := pr.status()) and st.db_down_s >= 1, 30, "the source outage counted")
         pair.primary.start()
         pair.primary.psql("INSERT INTO acc SELECT g, 'x' FROM generate_series(1, 100) g", DB)
         wait_equal(pair, ["acc", "extra"], timeout=60)
+        wait_for(lambda: (st := pr.status()) and st.db_down_s == 0, 30, "the source outage over")
+        # The standby's database goes away while it runs: counted too, over once it is back.
+        pair.standby.stop()
+        pair.primary.psql("INSERT INTO acc SELECT g, 'y' FROM generate_series(101, 110) g", DB)
+        wait_for(lambda: (st := sb.status()) and st.db_down_s >= 1, 30, "the target outage counted")
+        pair.standby.start()
+        wait_equal(pair, ["acc", "extra"], timeout=60)
+        wait_for(lambda: (st := sb.status()) and st.db_down_s == 0, 30, "the target outage over")
     finally:
         pair.close()
 
