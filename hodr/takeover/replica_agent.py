@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from hodr.takeover.services import Service, ServiceRunner
 
 AGENT = "hodr-replica"
+DB_DOWN_TIMEOUT = 10  # s of database outage before monitor fails the instance
 MAX_LAG = 64 << 20  # bytes: a standby further behind gets a negative promotion score
 PRIMARY_PORT = 5440  # hodr's transport.port default
 MAX_PORT = 65535
@@ -81,6 +82,7 @@ class ReplicaParams:
     require_sync: bool = False
     max_lag: int = MAX_LAG
     primary_port: int | None = None
+    db_down_timeout: int = DB_DOWN_TIMEOUT
 
 
 def _configured(reason: str) -> InvalidSetup:
@@ -102,6 +104,7 @@ def parse_params(get: Getter = ocf.param) -> ReplicaParams:
         require_sync=_parse_bool(get, "require_sync", False),
         max_lag=_parse_int(get, "max_lag", MAX_LAG, 0, 1 << 50),
         primary_port=_parse_optional_int(get, "primary_port", 1, MAX_PORT),
+        db_down_timeout=_parse_int(get, "db_down_timeout", DB_DOWN_TIMEOUT, 0, 3600),
     )
 
 
@@ -525,8 +528,13 @@ class ReplicaAgent:
             return OCF.NOT_RUNNING
         if state is State.STANDBY:
             self._maintain_scores(obs)
+            if down := self._database_down(obs):
+                return self._fail(OCF.ERR_GENERIC, down)
             return OCF.SUCCESS
         if state is State.PRIMARY:
+            if down := self._database_down(obs):
+                self._hold_standbys(obs)
+                return self._fail(OCF.FAILED_PROMOTED, down)
             self._maintain_scores(obs)
             return OCF.RUNNING_PROMOTED
         if state is State.FAILED_PRIMARY:
@@ -538,6 +546,21 @@ class ReplicaAgent:
         if state is State.STARTING:
             return self._fail(OCF.ERR_GENERIC, f"the daemon is not ready: {obs.detail}")
         return self._fail(OCF.ERR_GENERIC, obs.detail)
+
+    def _database_down(self, obs: Observation) -> str:
+        """Why this instance counts as failed although its daemon runs: the local database has
+        been unusable for ``db_down_timeout`` seconds ("" if not).
+
+        The daemon measures it (``db_down_s``: its capture or apply sessions failing in a row),
+        so monitor stays a status read.  A primary whose database is gone takes no writes:
+        Pacemaker's recovery (demote, stop — which stops the database services — start, promote)
+        restarts the database, or moves the primary after ``migration-threshold`` failures.  The
+        timeout keeps a database restart or a short overload from counting as a failure."""
+        status = obs.status
+        limit = self.params.db_down_timeout
+        if status is None or not limit or status.db_down_s < limit:
+            return ""
+        return f"the database is unusable for {status.db_down_s:.0f}s: {status.error or status.sentence}"
 
     @staticmethod
     def _fail(rc: OCF, reason: str) -> int:
@@ -602,6 +625,7 @@ class ReplicaAgent:
                 desired = {**standby_scores(standings, self.params.max_lag), self.me: PRIMARY_SCORE}
             elif not status.primary_connected:
                 votes = parse_votes(self.attrs.private_all(self.attrs.position_name))
+                self._follow_published_primary(status, votes)
                 votes[self.me] = vote
                 own = own_score_without_primary(self.me, votes, time.time())
                 if own is not None:
@@ -611,6 +635,35 @@ class ReplicaAgent:
             self._attr_warning(f"promotion scores not updated: {exc}")
         except ValueError as exc:
             ocf.log().warning("promotion scores not updated: unreadable position: %s", exc)
+
+    def _follow_published_primary(self, status: Status, votes: Mapping[str, Vote]) -> None:
+        """A disconnected standby follows the node that publishes itself primary in the newest
+        epoch (not older than its own), if it follows another one.
+
+        Post-promote notifications are not reliable: Pacemaker discards one that reaches a node
+        while the DC is integrating a joining node (seen in the lab: a fenced primary rebooting
+        just as a standby was promoted), and the standby would go on knocking at the dead
+        primary for ever.  The monitor repairs it on its next run."""
+        from hodr.takeover.election import ROLE_PRIMARY
+
+        primaries = [
+            v
+            for v in votes.values()
+            if v.role == ROLE_PRIMARY and v.node != self.me and v.epoch >= status.epoch
+        ]
+        if not primaries:
+            return
+        newest = max(primaries, key=lambda v: v.epoch)
+        following = (status.extra or {}).get("following") or {}
+        if following.get("host") == newest.node:
+            return
+        ocf.log().warning(
+            "disconnected, following %s (not %s): it publishes itself primary in epoch %d",
+            newest.node,
+            following.get("host") or "anyone",
+            newest.epoch,
+        )
+        self._follow(newest.node, ocf.deadline(MONITOR_MARGIN))
 
     def _hold_standbys(self, obs: Observation) -> None:
         """A crashed primary that holds commits no standby acknowledged keeps the standbys'
@@ -1012,6 +1065,16 @@ def metadata() -> MetaData:
             "not chosen automatically (0: no limit).",
             "integer",
             MAX_LAG,
+        ),
+        p(
+            "db_down_timeout",
+            "Database outage before the instance fails (s)",
+            "When the daemon has not been able to use the local database (the primary's source, "
+            "a standby's target) for this many seconds, monitor reports the instance failed (9 on "
+            "the primary, 1 on a standby), so Pacemaker restarts it with its database services or "
+            "moves the primary. 0: never.",
+            "integer",
+            DB_DOWN_TIMEOUT,
         ),
         p(
             "primary_port",

@@ -120,6 +120,7 @@ class FakeDaemon:
             lag_bytes=s["lag_bytes"],
             peers=peers,
             error=s.get("error", ""),
+            db_down_s=float(s.get("db_down_s", 0.0)),
             extra=extra,
         )
 

@@ -256,6 +256,7 @@ def test_meta_data_as_nobody_against_dtd_and_rng() -> None:
         "config",
         "require_sync",
         "max_lag",
+        "db_down_timeout",
         "primary_port",
     }
     monitors = {(a.get("interval"), a.get("role")) for a in root.iter("action") if a.get("name") == "monitor"}
@@ -276,6 +277,7 @@ def test_validate_all_codes(lone: Node) -> None:
     assert lone.agent("validate-all", {"require_sync": "maybe"}).rc == 6
     assert lone.agent("validate-all", {"max_lag": "-5"}).rc == 6
     assert lone.agent("validate-all", {"primary_port": "70000"}).rc == 6
+    assert lone.agent("validate-all", {"db_down_timeout": "soon"}).rc == 6
     deep = {"OCF_CHECK_LEVEL": "10"}
     assert lone.agent("validate-all", env=deep).rc == 0
     # level 0 does not look at this node: pcs validates on whatever node it runs on
@@ -414,6 +416,31 @@ def test_crashed_primary_ahead_of_its_standbys_holds_them(cluster: Cluster) -> N
     node1.ok("stop")
 
 
+def test_database_down_fails_the_instance_after_db_down_timeout(lone: Node) -> None:
+    """The daemon runs but cannot use its database: after db_down_timeout (10 s) monitor says
+    failed (9 primary, 1 standby) with the daemon's reason; a shorter outage (a restart, an
+    overload) is not a failure, and db_down_timeout=0 never fails on it."""
+    lone.ok("start")
+    lone.ok("promote")
+    refused = "source SQL connection lost: connection refused"
+    lone.fake(set={"db_down_s": 4.0, "error": refused})
+    wait_for(lambda: lone.status().db_down_s == 4.0, 5, "the outage in the snapshot")  # type: ignore[union-attr]
+    lone.ok("monitor", 8)
+    lone.fake(set={"db_down_s": 12.0})
+    wait_for(lambda: lone.status().db_down_s == 12.0, 5, "the longer outage in the snapshot")  # type: ignore[union-attr]
+    failed = lone.agent("monitor")
+    assert failed.rc == 9, failed.stderr
+    assert f"the database is unusable for 12s: {refused}" in failed.stderr
+    lone.ok("monitor", 8, params={"db_down_timeout": "0"})
+    lone.ok("demote")
+    lone.ok("monitor", 1)
+    lone.ok("monitor", 0, params={"db_down_timeout": "20"})
+    lone.fake(set={"db_down_s": 0.0, "error": ""})
+    wait_for(lambda: lone.status().db_down_s == 0.0, 5, "the database back")  # type: ignore[union-attr]
+    lone.ok("monitor", 0)
+    lone.ok("stop")
+
+
 def test_crashed_standby(lone: Node) -> None:
     lone.ok("start")
     pid = lone.daemon_pid()
@@ -546,6 +573,35 @@ def test_require_sync_does_not_block_a_brand_new_cluster(lone: Node) -> None:
     lone.ok("promote", params={"require_sync": "true"})
     assert lone.requests("promote")[-1]["require_sync"] is False
     lone.ok("stop")
+
+
+def test_a_standby_that_missed_post_promote_follows_the_published_primary(cluster: Cluster) -> None:
+    """Pacemaker may discard a notification (the DC integrating a joining node): the standby's
+    next monitor sees it is disconnected while another node publishes itself primary in a newer
+    epoch, and follows that node — once, not on every monitor."""
+    assert cluster.pcmk_dir is not None
+    node1, node2 = cluster.node("node1", clone=True), cluster.node("node2", clone=True)
+    node1.seed(durable="1:0/1000", applied="1:0/1000")
+    node2.seed(durable="1:0/1000", applied="1:0/1000")
+    node1.ok("start")
+    node2.ok("start")
+    for node in (node1, node2):
+        node.notify("pre", "promote", active="node1 node2", unpromoted="node1 node2", promote="node2")
+    node2.ok("promote")
+    node2.ok("monitor", 8, interval_ms=15_000)  # publishes "primary 2 ..."
+    # node1's post-promote notification never arrives; it is not connected to anyone
+    node1.fake(set={"primary_connected": False})
+    assert node1.status().extra["following"] == {}  # type: ignore[union-attr]
+    node1.ok("monitor", 0)
+    wait_for(
+        lambda: node1.status().extra["following"] == {"host": "node2", "port": 5440},  # type: ignore[union-attr]
+        5,
+        "node1 following node2",
+    )
+    node1.ok("monitor", 0)
+    assert len(node1.requests("follow")) == 1
+    for node in (node1, node2):
+        node.ok("stop")
 
 
 def test_election_moves_promotion_to_the_most_advanced_node(cluster: Cluster) -> None:
