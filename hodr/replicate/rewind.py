@@ -9,9 +9,11 @@ would either apply history twice or silently run on a diverged copy.
 What it does, when the daemon starts as a standby and its node state says it was primary in its
 current epoch without a clean demote (no ``last`` recorded for that term):
 
-1. The database is made read-only for applications and hodr's own name is taken out of
-   ``synchronous_standby_names`` (the walsender it named belonged to the term that ended; left
-   there, every commit on this standby -- the applier's too -- would wait forever).
+1. The database is made read-only for applications, their open sessions are ended (a COMMIT
+   still waiting for the synchronous standby is ended unacknowledged), and only then is hodr's
+   own name taken out of ``synchronous_standby_names`` (the walsender it named belonged to the
+   term that ended; left there, every commit on this standby -- the applier's too -- would wait
+   forever; taken out earlier, it would release those waiting commits as successful).
 2. The node's own logical slot still exists after a crash.  The transactions after the last
    commit the required standbys acknowledged (the slot's confirmed position, and the acks this
    node persisted in its outbox, whichever is later) are read from it up to the WAL end as of
@@ -476,11 +478,16 @@ def rejoin(cfg: Config) -> Outcome | None:
     epoch = state.epoch
     dsn = cfg.source.dsn or cfg.target.dsn
     log.info("rejoin: this node was primary in epoch %d and did not demote: checking its tail", epoch)
-    _leave_synchronous(dsn, cfg.source.application_name)
+    # In this order: an application session whose COMMIT waits for the synchronous standby is
+    # ended while it waits (its client never gets a commit OK); taking hodr out of
+    # synchronous_standby_names first would release it, and the client would see a commit OK
+    # for a transaction the rewind then undoes (seen in the lab: the primary's database killed
+    # and restarted in place, the VIP still on the node).
     prepare_standby(dsn)
     ended = end_application_sessions(dsn)
     if ended:
         log.info("rejoin: ended %d application sessions", ended)
+    _leave_synchronous(dsn, cfg.source.application_name)
     target = PostgresTarget(dsn)
     try:
         target.setup()  # hodr.applied and hodr.markers, also on a node that was never a standby
