@@ -939,6 +939,13 @@ class ReplicaAgent:
             if obs.state is State.FAILED_PRIMARY:
                 self._claim_failed(obs)
             return self._demoted(survived)
+        if down := self._database_down(obs):
+            # what made monitor fail it: the daemon's demote needs the database (read-only, final
+            # marker) and would only retry until the deadline; a crashed primary is cleaned up
+            ocf.log().warning("demote: %s; cleaning up as a crashed primary", down)
+            self._stop_daemon(deadline)
+            self._claim_failed(obs)
+            return self._demoted(survived)
         budget = max(1.0, deadline.remaining() - DAEMON_MARGIN)
         try:
             status = self.ctl.change_role(

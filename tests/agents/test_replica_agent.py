@@ -432,13 +432,24 @@ def test_database_down_fails_the_instance_after_db_down_timeout(lone: Node) -> N
     assert failed.rc == 9, failed.stderr
     assert f"the database is unusable for 12s: {refused}" in failed.stderr
     lone.ok("monitor", 8, params={"db_down_timeout": "0"})
-    lone.ok("demote")
+    lone.ok("demote", params={"db_down_timeout": "0"})  # the daemon's demote (the fake's works)
+    assert len(lone.requests("demote")) == 1
     lone.ok("monitor", 1)
     lone.ok("monitor", 0, params={"db_down_timeout": "20"})
     lone.fake(set={"db_down_s": 0.0, "error": ""})
     wait_for(lambda: lone.status().db_down_s == 0.0, 5, "the database back")  # type: ignore[union-attr]
     lone.ok("monitor", 0)
+    # Pacemaker's recovery of the failed primary: demote cannot go through a daemon without its
+    # database (it would retry until its timeout): it is cleaned up as a crashed primary
+    lone.ok("promote")
+    lone.fake(set={"db_down_s": 12.0, "error": refused})
+    wait_for(lambda: lone.status().db_down_s == 12.0, 5, "the outage again")  # type: ignore[union-attr]
+    pid = lone.daemon_pid()
+    cleaned = lone.ok("demote")
+    assert "cleaning up as a crashed primary" in cleaned.stderr
+    assert len(lone.requests("demote")) == 1 and not _alive(pid)  # type: ignore[arg-type]
     lone.ok("stop")
+    lone.ok("monitor", 7)
 
 
 def test_crashed_standby(lone: Node) -> None:

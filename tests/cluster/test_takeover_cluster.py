@@ -22,7 +22,7 @@ import pytest
 from hodr.lab import teardown
 from hodr.lab.topology import state_dir_for
 from tests.cluster.conftest import TEST_REBOOT_DELAY, logs_dir
-from tests.cluster.dbcluster import CLONE, DbCluster, now, rto_rpo, writing
+from tests.cluster.dbcluster import CLONE, PGDATA, DbCluster, now, rto_rpo, writing
 from tests.cluster.test_vip_cluster import node_holders
 from tests.conftest import wait_for
 
@@ -190,6 +190,37 @@ def test_failover_on_primary_crash_sync_loses_nothing_and_old_primary_rejoins(
     assert not db.app_running("node1") and not db.app_running(other), "application units on standbys"
     assert db.promoted() == [new]
     assert not watch.violations, watch.violations[:5]
+
+
+def test_primary_database_killed_is_recovered_and_loses_nothing(tmp_path: Path) -> None:
+    """SIGKILL the primary's PostgreSQL postmaster (node, daemon and Pacemaker keep running):
+    after db_down_timeout the agent's monitor reports the primary failed (9) with the
+    daemon's reason, Pacemaker recovers it (the database is restarted by the agent's services,
+    a primary is promoted again), the client's writes resume through the VIP and nothing it saw
+    committed is lost (sync)."""
+    gen = make_cluster(tmp_path, sync=True, db_down_timeout="5")
+    db = next(gen)
+    try:
+        with RoleWatch(db) as watch, writing(db, tmp_path / "writer.jsonl") as w:
+            w.wait_commits(100, 60)
+            lost_at = now()
+            # our own lab's postmaster, by the pid it wrote
+            db.lab.run("node1", "sh", "-c", f"kill -KILL $(head -1 {PGDATA}/postmaster.pid)")
+            w.wait_commits(50, FAILOVER_DEADLINE, after=now())
+            new = db.wait_promoted(60)
+            wait_for(lambda: db.lab.locate("hodr-vip") == [new], 60, f"the VIP on {new}")
+            _, rpo = rto_rpo("primary's database killed (sync)", w, lost_at, db, new)
+            assert rpo == 0, db.describe()
+        failures = db.lab.crm_mon_xml()
+        assert "database is unusable" in failures, f"no failure with the agent's reason:\n{db.describe()}"
+        acked = set(w.committed())
+        assert acked <= db.ids(new), f"lost: {sorted(acked - db.ids(new))[:10]}"
+        for n in db.lab.nodes:
+            if n != new:
+                db.wait_equal(new, n)
+        assert not watch.violations, watch.violations[:5]
+    finally:
+        gen.close()
 
 
 def test_lagging_standby_is_not_promoted_and_catches_up(async_cluster: DbCluster, tmp_path: Path) -> None:
