@@ -162,8 +162,15 @@ def parse_votes(values: Mapping[str, str]) -> dict[str, Vote]:
     return out
 
 
-def own_score_without_primary(me: str, votes: Mapping[str, Vote], now: float) -> int | None:
+def own_score_without_primary(
+    me: str, votes: Mapping[str, Vote], now: float, bootstrap: bool = False
+) -> int | None:
     """A standby's own score when no primary is running, from every published position.
+
+    ``bootstrap``: nobody was ever promoted in this cluster (no cluster epoch record): a
+    brand-new node that is not the configured primary then scores 0 (never promoted), so the
+    YAML's primary becomes the first primary even when it starts last (CI, loaded machine: the
+    configured primary's start was slow and Pacemaker promoted a standby that had published).
 
     ``None`` when some node still publishes itself as primary: scoring standbys is then that
     primary's job, and two writers would flip-flop the value. Also ``None`` while a crashed
@@ -185,7 +192,7 @@ def own_score_without_primary(me: str, votes: Mapping[str, Vote], now: float) ->
         # A brand-new node that is not the configured primary never takes the top score, even
         # while it is the only one that has published yet (lab: the first standby to score
         # itself was picked, and its election had to refuse: a failed action at bootstrap).
-        score = min(score, standby_score(2))
+        score = 0 if bootstrap else min(score, standby_score(2))
     return score
 
 

@@ -593,6 +593,7 @@ class ReplicaAgent:
         among every published position, so probes after a whole-cluster restart rebuild scores.
         Never fails the monitor: outside a cluster it logs and moves on.
         """
+        from hodr.position import ZERO
         from hodr.takeover.attrs import AttrUnavailable
         from hodr.takeover.election import (
             PRIMARY_SCORE,
@@ -627,7 +628,9 @@ class ReplicaAgent:
                 votes = parse_votes(self.attrs.private_all(self.attrs.position_name))
                 self._follow_published_primary(status, votes)
                 votes[self.me] = vote
-                own = own_score_without_primary(self.me, votes, time.time())
+                fresh = vote.durable == ZERO and not vote.hint  # a brand-new, non-configured node
+                bootstrap = fresh and self._cluster_epoch() is None
+                own = own_score_without_primary(self.me, votes, time.time(), bootstrap)
                 if own is not None:
                     desired = {self.me: own}
             self._apply_scores(desired)

@@ -123,6 +123,10 @@ def test_a_new_node_that_is_not_the_configured_primary_never_scores_itself_top()
     both = {**alone, "n1": Vote("n1", "standby", 1, ZERO, ZERO, True, int(now))}
     assert own_score_without_primary("n1", both, now) == 1000
     assert own_score_without_primary("n3", both, now) == 990
+    # before the cluster's first promotion it is not promotable at all (0), however long the
+    # configured primary takes to start; the configured primary itself is unaffected
+    assert own_score_without_primary("n3", alone, now, bootstrap=True) == 0
+    assert own_score_without_primary("n1", both, now, bootstrap=True) == 1000
 
 
 def test_a_fresh_failed_primary_claim_keeps_standbys_from_scoring_themselves() -> None:
