@@ -43,6 +43,7 @@ class Lab:
             DB,
         )
         self.tmp, self.sync = tmp, sync
+        self.outcomes: list[str] = []  # what each in_doubt session's client saw
         self.port_a, self.port_b = free_port(), free_port()
         self.sec = _security(tmp, ["a", "b"], True)
         self.a_cfg = peer_config("a", "primary", self.pa, self.port_a, "b", tmp, self.sec["a"], sync=sync)
@@ -74,8 +75,9 @@ class Lab:
             try:
                 with self.pa.connect(DB) as conn:
                     conn.execute(sql)
-            except Exception:  # noqa: BLE001 - the crash ends the session; that is the point
-                pass
+                self.outcomes.append("committed")  # the client got its commit OK
+            except Exception as exc:  # noqa: BLE001 - the crash ends the session; that is the point
+                self.outcomes.append(f"error: {exc}")
 
         threads = [threading.Thread(target=run, args=(s,), daemon=True) for s in statements]
         for t in threads:
@@ -166,6 +168,31 @@ def test_crashed_sync_primary_rewinds_in_doubt_commits_and_follows_the_new_prima
             conn.execute("UPDATE fl SET v = 'epoch2' WHERE id = 3")
         wait_for(lab.equal, 60, "the old primary to follow the new one")
         assert lab.pa.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    finally:
+        lab.close()
+
+
+def test_commits_still_waiting_for_the_sync_ack_end_unacknowledged_when_the_node_rejoins(
+    pg_factory, tmp_path: Path
+) -> None:
+    """Only the primary's daemon dies; its database runs on with two COMMITs waiting for the
+    sync ack (Pacemaker's in-place recovery restarts a primary's database the same way, the VIP
+    still pointing at it).  When the node rejoins as a standby, those sessions are ended before
+    it leaves synchronous mode: their clients never get a commit OK for what is rewound."""
+    lab = Lab(pg_factory, tmp_path, sync=True)
+    try:
+        threads = lab.in_doubt(["INSERT INTO acc VALUES (101, 1)", "INSERT INTO acc VALUES (102, 2)"])
+        lab.crash_primary([], database=False)  # the sessions keep waiting
+        lab.b.start()
+        _ask(lab.b, "promote", epoch=2, deadline_s=30)
+        _wait_role(lab.b, "primary")
+        a2 = lab.start_old_primary_as_standby()
+        a2.wait_ready()
+        for t in threads:
+            t.join(30)
+        assert len(lab.outcomes) == 2 and not any(o == "committed" for o in lab.outcomes), lab.outcomes
+        assert lab.equal(), "the in-doubt commits were not rewound"
+        assert "rewound 2 transactions" in a2.log_path.read_text()
     finally:
         lab.close()
 
