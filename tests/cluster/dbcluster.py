@@ -278,10 +278,11 @@ class DbCluster:
             f"pcs resource meta {CLONE} migration-threshold=3",
             "pcs resource defaults update resource-stickiness=100",
             f"pcs resource create hodr-vip ocf:hodr:hodr-vip ip={self.lab.vip} cidr_netmask=24 "
-            "op monitor interval=2s",
+            "op monitor interval=2s --disabled",
             f"pcs constraint colocation add hodr-vip with Promoted {CLONE} INFINITY",
             f"pcs constraint order promote {CLONE} then start hodr-vip symmetrical=false",
             f"pcs constraint order demote {CLONE} then stop hodr-vip symmetrical=false",
+            "pcs resource enable hodr-vip",
         ]
         for c in cmds:
             self.lab.run("node1", *shlex.split(c), timeout=60)

@@ -96,12 +96,13 @@ else
       promotable notify=true promoted-max=1 clone-node-max=1
   pcs -f "$CIB" resource meta hodr-clone migration-threshold=3
   pcs -f "$CIB" resource defaults update resource-stickiness=100
-  pcs -f "$CIB" resource create hodr-vip ocf:hodr:hodr-vip ip=192.168.77.100 cidr_netmask=24 op monitor interval=10s
+  pcs -f "$CIB" resource create hodr-vip ocf:hodr:hodr-vip ip=192.168.77.100 cidr_netmask=24 op monitor interval=10s --disabled
   pcs -f "$CIB" constraint colocation add hodr-vip with Promoted hodr-clone INFINITY
   # shellcheck disable=SC1010  # "then" is pcs syntax
   pcs -f "$CIB" constraint order promote hodr-clone then start hodr-vip symmetrical=false
   # shellcheck disable=SC1010  # "then" is pcs syntax
   pcs -f "$CIB" constraint order demote hodr-clone then stop hodr-vip symmetrical=false
+  pcs -f "$CIB" resource enable hodr-vip
   pcs cluster cib-push "$CIB" diff-against="$work/orig.xml"
   crm_verify -L -V
   # END docs/replica-agent.md pcs recipe
