@@ -337,40 +337,35 @@ class PostgresSource:
         except psycopg.OperationalError as exc:
             raise RetryableCaptureError(f"cannot connect to the source: {_one_line(exc)}") from exc
 
-    def _sql(self, query: Any, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run one statement on the shared autocommit SQL connection (thread-safe); a broken
-        connection is dropped, reported as retryable and reopened on the next call."""
+    @contextlib.contextmanager
+    def _sql_session(self) -> Iterator[psycopg.Connection[Any]]:
+        """The shared autocommit SQL connection, held under its lock (thread-safe); a broken one
+        is dropped, reported as retryable and reopened on the next use."""
         with self._sql_lock:
             if self._closed:
                 raise RetryableCaptureError("the PostgreSQL source is closed")
             if self._sql_conn is None or self._sql_conn.closed:
                 self._sql_conn = self._connect(suffix="-sql")
             try:
-                cur = self._sql_conn.execute(query, params)
-                return cur.fetchall() if cur.description else []
+                yield self._sql_conn
             except psycopg.OperationalError as exc:
                 with contextlib.suppress(Exception):
-                    self._sql_conn.close()
+                    self._sql_conn.close()  # type: ignore[union-attr]
                 self._sql_conn = None
                 raise RetryableCaptureError(f"source SQL connection lost: {_one_line(exc)}") from exc
+
+    def _sql(self, query: Any, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement on the shared SQL connection."""
+        with self._sql_session() as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
 
     @contextlib.contextmanager
     def _atomic(self) -> Iterator[None]:
         """Every :meth:`_sql` statement inside commits together or not at all (one transaction
-        on the shared SQL connection, which other threads wait for)."""
-        with self._sql_lock:
-            if self._closed:
-                raise RetryableCaptureError("the PostgreSQL source is closed")
-            if self._sql_conn is None or self._sql_conn.closed:
-                self._sql_conn = self._connect(suffix="-sql")
-            try:
-                with self._sql_conn.transaction():
-                    yield
-            except psycopg.OperationalError as exc:
-                with contextlib.suppress(Exception):
-                    self._sql_conn.close()
-                self._sql_conn = None
-                raise RetryableCaptureError(f"source SQL connection lost: {_one_line(exc)}") from exc
+        on the shared SQL connection, which other threads wait for: the lock is re-entrant)."""
+        with self._sql_session() as conn, conn.transaction():
+            yield
 
     def _format_types(self, keys: Iterable[TypeKey]) -> dict[TypeKey, str]:
         keys = list(keys)
