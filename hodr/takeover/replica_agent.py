@@ -641,7 +641,8 @@ class ReplicaAgent:
 
     def _follow_published_primary(self, status: Status, votes: Mapping[str, Vote]) -> None:
         """A disconnected standby follows the node that publishes itself primary in the newest
-        epoch (not older than its own), if it follows another one.
+        epoch, newer than its own (a primary of its own epoch is the one it follows, or a crashed
+        one whose value is still there), if it follows another one.
 
         Post-promote notifications are not reliable: Pacemaker discards one that reaches a node
         while the DC is integrating a joining node (seen in the lab: a fenced primary rebooting
@@ -652,7 +653,7 @@ class ReplicaAgent:
         primaries = [
             v
             for v in votes.values()
-            if v.role == ROLE_PRIMARY and v.node != self.me and v.epoch >= status.epoch
+            if v.role == ROLE_PRIMARY and v.node != self.me and v.epoch > status.epoch
         ]
         if not primaries:
             return
