@@ -601,7 +601,12 @@ def test_a_standby_that_missed_post_promote_follows_the_published_primary(cluste
     node2.ok("promote")
     node2.ok("monitor", 8, interval_ms=15_000)  # publishes "primary 2 ..."
     # node1's post-promote notification never arrives; it is not connected to anyone
-    node1.fake(set={"primary_connected": False})
+    node1.fake(set={"primary_connected": False, "epoch": 2})
+    wait_for(lambda: node1.status().epoch == 2, 5, "node1 at epoch 2")  # type: ignore[union-attr]
+    node1.ok("monitor", 0)  # a primary of its own epoch: the one it follows, or a stale value
+    assert node1.requests("follow") == []
+    node1.fake(set={"epoch": 1})
+    wait_for(lambda: node1.status().epoch == 1, 5, "node1 at epoch 1")  # type: ignore[union-attr]
     assert node1.status().extra["following"] == {}  # type: ignore[union-attr]
     node1.ok("monitor", 0)
     wait_for(
