@@ -447,9 +447,12 @@ class PrimaryPipeline(_SessionLoop):
         try:
             source.ensure_publication(list(self.cfg.source.tables) or None)
             source.check_replica_identity()
+            self._ensure_slot(source)
+            # After the slot: creating it waits for every running transaction, and with hodr's
+            # walsender already named synchronous, an application commit waits for that walsender,
+            # which needs the slot: a deadlock (lab: a primary restarted in place, 75 s).
             if self.cfg.sync:
                 source.ensure_synchronous()
-            self._ensure_slot(source)
             start = self._release_floor()
             if start.epoch == self.state.epoch and source.released.lsn > start.lsn:
                 start = source.released
