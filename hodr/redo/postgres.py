@@ -73,6 +73,9 @@ SESSION_SETTINGS: dict[str, str] = {
     # wait for a synchronous standby: in sync mode that standby is hodr's own walsender, which
     # is not streaming yet, so they would wait forever.
     "synchronous_commit": "local",
+    # a promoted standby's database is still read-only for applications while capture sets up
+    # (publication, replica identity, slot): it becomes writable only once the slot exists
+    "default_transaction_read_only": "off",
 }
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

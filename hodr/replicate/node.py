@@ -184,8 +184,6 @@ class ReplicaNode:
             primary_epochs=(*state.primary_epochs, {"epoch": epoch, "start": str(applied)}),
         )
         state.save(self.cfg.data_path)
-        self._job_step = f"epoch {epoch}: database writable for applications"
-        release_standby(self.cfg.target.dsn)
         self._job_step = f"epoch {epoch}: seeding the outbox from the queue's retained window"
         self._seed_outbox(applied)
         src = replace(self.cfg.source, dsn=self.cfg.source.dsn or self.cfg.target.dsn, initial_load=False)
@@ -200,6 +198,10 @@ class ReplicaNode:
             if time.monotonic() > deadline:
                 raise HodrError("promote: capture did not start before the deadline")
             time.sleep(0.05)
+        # Writable only now: a commit before the new slot existed would be in neither the
+        # outbox nor the slot (lost to every standby, silently in async mode).
+        self._job_step = f"epoch {epoch}: database writable for applications"
+        release_standby(self.cfg.target.dsn)
         log.info("promoted: primary in epoch %d from %s", epoch, applied)
 
     def _seed_outbox(self, applied: LogPosition) -> None:
