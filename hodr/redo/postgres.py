@@ -474,13 +474,34 @@ class PostgresSource:
         self._sql("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (self.slot,))
         return True
 
-    def drop_slot(self) -> bool:
-        """Drop the slot if it exists (demotion, tests); True when one was dropped."""
-        rows = self._sql(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
-            (self.slot,),
-        )
-        return bool(rows)
+    def drop_slot(self, wait_s: float = 30.0) -> bool:
+        """Drop the slot if it exists (demotion, tests); True when one was dropped.
+
+        A slot still held by a walsender is waited for up to ``wait_s``: the backend of a
+        stream that was just closed (capture stopped for a demotion) ends a moment after the
+        client, and dropping in that moment fails with "is active for PID n".  A slot held
+        longer (another hodr, an operator's pg_recvlogical) is an error naming the holder."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            rows = self._sql("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
+            if not rows:
+                return False
+            pid = rows[0][0]
+            if pid is None:
+                with contextlib.suppress(RetryableCaptureError):  # taken again since: wait
+                    dropped = self._sql(
+                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                        "WHERE slot_name = %s AND NOT active",
+                        (self.slot,),
+                    )
+                    if dropped:
+                        return True
+            if time.monotonic() > deadline:
+                raise RetryableCaptureError(
+                    f"replication slot {self.slot!r} is still in use by PID {pid} after "
+                    f"{wait_s:.0f}s: cannot drop it"
+                )
+            time.sleep(0.05)
 
     def create_slot_exporting_snapshot(self) -> tuple[LogPosition, str]:
         """Create the slot and export the snapshot it starts from: (consistent point, snapshot name).

@@ -47,6 +47,9 @@ class ReplicaNode:
         self._job_error = ""
         self._error: BaseException | None = None
         self._held = ""  # why this node does not stream (a crashed primary's refused rewind)
+        # A demote that stopped capture and then failed (the agent asks again) resumes after
+        # the stop with what it had found: (last commit of the epoch, end acked by a standby).
+        self._demote_ended: tuple[LogPosition, bool] | None = None
 
     # -- RolePipeline ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -263,17 +266,68 @@ class ReplicaNode:
         )
 
     def _demote(self, host: str, port: int, deadline: float) -> None:
-        from hodr.replicate.apply.postgres import end_application_sessions, mark_applied, prepare_standby
+        """Stop being the primary of this epoch and follow ``host:port`` (or the configured
+        primary).  Safe to ask again after a failure: a retry resumes after the stopped capture
+        (its source is closed then) with the end of epoch found the first time."""
+        from hodr.replicate.apply.postgres import mark_applied
 
         pp = self.current
         assert isinstance(pp, PrimaryPipeline)
         dsn = self.cfg.source.dsn or self.cfg.target.dsn
-        self._job_step = "database read-only for applications"
+        state = NodeState.load(self.cfg.data_path)
+        if not pp.stopped() or self._demote_ended is None:
+            self._demote_ended = self._end_epoch(pp, dsn, state, deadline)
+        last, acked = self._demote_ended
+        # The slot of the epoch that ended would retain WAL forever: a later promotion creates
+        # a new one (after its drain, so the applier's writes are never captured).  The
+        # walsender of the capture just stopped may still hold it for a moment.
+        from hodr.redo.postgres import PostgresSource
+
+        self._job_step = "dropping the epoch's replication slot"
+        with PostgresSource(dsn, slot=self.cfg.source.slot, publication=self.cfg.source.publication) as src:
+            src.drop_slot(wait_s=max(1.0, deadline - time.monotonic() - 2))
+        # This database is the history up to `last`: as a standby it skips everything before.
+        mark_applied(dsn, last)
+        shutil.rmtree(self.cfg.data_path / "queue", ignore_errors=True)
+        q = DurableQueue(self.cfg.data_path / "queue")
+        q.reset_lineage(f"demoted-{uuid.uuid4().hex}", 1, base_commit=last)
+        q.close()
+        epochs = tuple(
+            {**e, "last": str(last)} if e.get("epoch") == state.epoch else e for e in state.primary_epochs
+        )
+        state = state.with_(
+            primary_epochs=epochs or ({"epoch": state.epoch, "last": str(last)},), diverged=not acked
+        )
+        state.save(self.cfg.data_path)
+        t = self.cfg.transport
+        cfg = replace(
+            self.cfg,
+            role="standby",
+            transport=replace(t, primary_host=host or t.primary_host, port=port or t.port),
+        )
+        self._job_step = f"following {cfg.transport.primary_host}:{cfg.transport.port}"
+        sb = StandbyPipeline(cfg)
+        self.current, self.role = sb, "standby"
+        sb.start()
+        self._demote_ended = None
+        log.info(
+            "demoted: standby from %s (end of epoch %d %s)",
+            last,
+            state.epoch,
+            "acked" if acked else "NOT acked",
+        )
+
+    def _end_epoch(
+        self, pp: PrimaryPipeline, dsn: str, state: NodeState, deadline: float
+    ) -> tuple[LogPosition, bool]:
+        """Demote's first half: applications out, the end-of-epoch marker to the standbys,
+        capture stopped.  Returns (last commit of the epoch, whether a standby holds the end)."""
+        from hodr.replicate.apply.postgres import end_application_sessions, prepare_standby
+
         prepare_standby(dsn)
         ended = end_application_sessions(dsn)
         if ended:
             log.info("demote: ended %d application sessions", ended)
-        state = NodeState.load(self.cfg.data_path)
         acked = False
         if pp.source is not None and pp.outbox is not None:
             self._job_step = "writing the end-of-epoch marker"
@@ -304,41 +358,7 @@ class ReplicaNode:
             )
         self._job_step = "stopping capture"
         pp.stop(30)
-        # The slot of the epoch that ended would retain WAL forever: a later promotion creates
-        # a new one (after its drain, so the applier's writes are never captured).
-        from hodr.redo.postgres import PostgresSource
-
-        with PostgresSource(dsn, slot=self.cfg.source.slot, publication=self.cfg.source.publication) as src:
-            src.drop_slot()
-        # This database is the history up to `last`: as a standby it skips everything before.
-        mark_applied(dsn, last)
-        shutil.rmtree(self.cfg.data_path / "queue", ignore_errors=True)
-        q = DurableQueue(self.cfg.data_path / "queue")
-        q.reset_lineage(f"demoted-{uuid.uuid4().hex}", 1, base_commit=last)
-        q.close()
-        epochs = tuple(
-            {**e, "last": str(last)} if e.get("epoch") == state.epoch else e for e in state.primary_epochs
-        )
-        state = state.with_(
-            primary_epochs=epochs or ({"epoch": state.epoch, "last": str(last)},), diverged=not acked
-        )
-        state.save(self.cfg.data_path)
-        t = self.cfg.transport
-        cfg = replace(
-            self.cfg,
-            role="standby",
-            transport=replace(t, primary_host=host or t.primary_host, port=port or t.port),
-        )
-        self._job_step = f"following {cfg.transport.primary_host}:{cfg.transport.port}"
-        sb = StandbyPipeline(cfg)
-        self.current, self.role = sb, "standby"
-        sb.start()
-        log.info(
-            "demoted: standby from %s (end of epoch %d %s)",
-            last,
-            state.epoch,
-            "acked" if acked else "NOT acked",
-        )
+        return last, acked
 
     # -- follow / drain ----------------------------------------------------------------------------
     def _follow_request(self, req: dict[str, Any]) -> dict[str, Any]:

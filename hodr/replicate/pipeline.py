@@ -105,6 +105,10 @@ class _SessionLoop:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    def stopped(self) -> bool:
+        """stop() was called: the pipeline's connections and files are closed or closing."""
+        return self._stop.is_set()
+
     def _session_up(self, backoff: _Backoff) -> None:
         """The session reached its database: ready, no problem, no backoff."""
         self._ready.set()

@@ -538,6 +538,28 @@ def test_close_and_stop_event_end_read_quickly(make_source, sql) -> None:  # typ
     assert time.monotonic() - t0 < 0.5 and reader2.error is None
 
 
+def test_drop_slot_waits_for_the_walsender_of_a_closed_stream(make_source, sql) -> None:  # type: ignore[no-untyped-def]
+    """A demotion stops capture and drops its slot at once; the walsender ends a moment after
+    the client closed the stream (CI: "replication slot is active for PID n")."""
+    sql.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    src = started(make_source())
+    reader = Reader(src)
+    reader.wait(lambda rs: any(isinstance(r, Idle) for r in rs), "first Idle")
+    pid = src.slot_info().active_pid
+    other = make_source()
+    with pytest.raises(RetryableCaptureError, match=rf"'hodr_test' is still in use by PID {pid}"):
+        other.drop_slot(wait_s=0.2)  # held by a live stream: refused, named, kept
+    assert src.slot_info().active
+    for _ in range(5):  # the race is short: take it several times
+        reader.stop()
+        assert other.drop_slot()
+        assert sql.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (0,)
+        src = started(make_source())
+        reader = Reader(src)
+        reader.wait(lambda rs: any(isinstance(r, Idle) for r in rs), "first Idle")
+    reader.stop()
+
+
 def test_connection_loss_is_retryable_and_resends_unreleased(make_source, sql) -> None:  # type: ignore[no-untyped-def]
     sql.execute("CREATE TABLE t (id int PRIMARY KEY)")
     src = started(make_source())

@@ -5,12 +5,15 @@ Zero lost transactions in async mode, and the old primary follows the new one wi
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hodr.pginstance import free_port
+from hodr.position import LogPosition
+from hodr.redo.postgres import PostgresSource
 from hodr.status import control_request
 from tests.conftest import wait_for
 from tests.harness import DB, HodrDaemon, _security, peer_config, table_rows
@@ -106,5 +109,90 @@ def test_switchover_and_back_loses_nothing(pg_factory, tmp_path: Path) -> None:
         assert pa.psql("SELECT count(*) FROM pg_replication_slots") == "1"
         assert pb.psql("SELECT count(*) FROM pg_replication_slots") == "0"
     finally:
+        for d in (b, a):
+            d.stop(15)
+
+
+class _SlotGrabber:
+    """Takes the replication slot ``hodr`` the moment it is free and holds it until stopped, as
+    an operator's pg_recvlogical would: a demotion then cannot drop the slot of its epoch."""
+
+    def __init__(self, pg: Any) -> None:
+        self.stop_event = threading.Event()
+        self.holding = threading.Event()
+        self.src = PostgresSource(
+            pg.dsn(DB),
+            slot="hodr",
+            publication="hodr",
+            epoch=1,
+            stop=self.stop_event,
+            application_name="slot-grabber",
+        )
+        self._start = LogPosition(0, 0)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                for _ in self.src.read(self._start):
+                    self.holding.set()
+            except Exception:  # noqa: BLE001 - held by capture still: try again
+                self.stop_event.wait(0.02)
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.thread.join(10)
+        self.src.close()
+
+
+def test_a_demote_that_failed_after_stopping_capture_resumes_when_asked_again(
+    pg_factory, tmp_path: Path
+) -> None:
+    """CI found it: a demote whose slot drop failed was asked again and failed forever ("the
+    PostgreSQL source is closed"): the retry redid the part before the stop.  It must resume
+    after the stop, with the end of epoch found the first time (acked by b), and lose nothing."""
+    pa, pb = pg_factory("a"), pg_factory("b")
+    for pg in (pa, pb):
+        pg.psql(f"CREATE DATABASE {DB}")
+        pg.psql(SCHEMA, DB)
+    port_a, port_b = free_port(), free_port()
+    sec = _security(tmp_path, ["a", "b"], True)
+    a = HodrDaemon("a", peer_config("a", "primary", pa, port_a, "b", tmp_path, sec["a"]), tmp_path)
+    b = HodrDaemon("b", peer_config("b", "standby", pb, port_b, "a", tmp_path, sec["b"]), tmp_path)
+    grabber = None
+    try:
+        a.start().wait_ready()
+        b.start()
+        _ask(b, "follow", host="127.0.0.1", port=port_a)
+        b.wait_ready()
+        _write(pa, "epoch1", 100)
+        wait_for(lambda: _equal(pa, pb), 60, "b to catch up with a")
+
+        grabber = _SlotGrabber(pa)
+        _ask(a, "demote", host="127.0.0.1", port=port_b, deadline_s=6)
+
+        def failed() -> str:
+            st = a.status()
+            return (st.extra.get("role_change_error") or "") if st is not None else ""
+
+        error = wait_for(failed, 30, "the first demote to fail on the held slot")
+        assert "'hodr' is still in use by PID" in error, error
+        assert grabber.holding.is_set()
+        assert a.status().role == "primary"
+        grabber.close()
+        grabber = None
+        _ask(a, "demote", host="127.0.0.1", port=port_b, deadline_s=30)
+        _wait_role(a, "standby")
+        assert a.status().extra["diverged"] is False, "the retry forgot that b acked the end of epoch 1"
+        assert pa.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+        _ask(b, "promote", epoch=2, deadline_s=30)
+        _wait_role(b, "primary")
+        _write(pb, "epoch2", 100)
+        wait_for(lambda: _equal(pa, pb), 60, "a (now standby) to follow b")
+        assert int(pa.psql("SELECT count(*) FROM audit", DB)) == 200
+    finally:
+        if grabber is not None:
+            grabber.close()
         for d in (b, a):
             d.stop(15)
