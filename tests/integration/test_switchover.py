@@ -6,6 +6,8 @@ Zero lost transactions in async mode, and the old primary follows the new one wi
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,26 @@ def _equal(a: Any, b: Any) -> bool:
     return all(table_rows(a, t) == table_rows(b, t) for t in ("acc", "audit"))
 
 
-def test_switchover_and_back_loses_nothing(pg_factory, tmp_path: Path) -> None:
+@dataclass
+class Pair:
+    """Two PostgreSQL servers with the test schema and a daemon for each: a primary, b standby."""
+
+    pa: Any
+    pb: Any
+    a: HodrDaemon
+    b: HodrDaemon
+    port_a: int
+    port_b: int
+
+    def start(self) -> None:
+        self.a.start().wait_ready()
+        self.b.start()
+        _ask(self.b, "follow", host="127.0.0.1", port=self.port_a)
+        self.b.wait_ready()
+
+
+@pytest.fixture
+def pair(pg_factory, tmp_path: Path) -> Iterator[Pair]:  # type: ignore[no-untyped-def]
     pa, pb = pg_factory("a"), pg_factory("b")
     for pg in (pa, pb):
         pg.psql(f"CREATE DATABASE {DB}")
@@ -73,44 +94,46 @@ def test_switchover_and_back_loses_nothing(pg_factory, tmp_path: Path) -> None:
     a = HodrDaemon("a", peer_config("a", "primary", pa, port_a, "b", tmp_path, sec["a"]), tmp_path)
     b = HodrDaemon("b", peer_config("b", "standby", pb, port_b, "a", tmp_path, sec["b"]), tmp_path)
     try:
-        _write(pa, "before-start", 20)
-        a.start().wait_ready()
-        b.start()
-        _ask(b, "follow", host="127.0.0.1", port=port_a)
-        b.wait_ready()
-        _write(pa, "epoch1", 200)
-        wait_for(lambda: _equal(pa, pb), 60, "b to catch up with a")
-
-        # Switchover a → b: demote a (it waits for b to ack its end-of-epoch marker), promote b.
-        _ask(a, "demote", host="127.0.0.1", port=port_b, deadline_s=30)
-        _wait_role(a, "standby")
-        assert a.status().extra["diverged"] is False, "the marker was not acked"
-        _ask(b, "promote", epoch=2, deadline_s=30)
-        _wait_role(b, "primary")
-        assert b.status().epoch == 2
-        _write(pb, "epoch2", 200)
-        wait_for(lambda: _equal(pa, pb), 60, "a (now standby) to follow b")
-
-        # Applications cannot write on the demoted node.
-        with pytest.raises(Exception, match="read-only"):
-            with pa.connect(DB) as conn:
-                conn.execute("INSERT INTO acc VALUES (999, 0)")
-
-        # And back: b → a in epoch 3.
-        _ask(b, "demote", host="127.0.0.1", port=port_a, deadline_s=30)
-        _wait_role(b, "standby")
-        _ask(a, "promote", epoch=3, deadline_s=30)
-        _wait_role(a, "primary")
-        _write(pa, "epoch3", 100)
-        wait_for(lambda: _equal(pa, pb), 60, "b to follow a again")
-        n = int(pa.psql("SELECT count(*) FROM audit", DB))
-        assert n == 20 + 200 + 200 + 100, f"{n} transactions in the audit table"
-        # Exactly one slot, on the current primary only.
-        assert pa.psql("SELECT count(*) FROM pg_replication_slots") == "1"
-        assert pb.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+        yield Pair(pa, pb, a, b, port_a, port_b)
     finally:
         for d in (b, a):
             d.stop(15)
+
+
+def test_switchover_and_back_loses_nothing(pair: Pair) -> None:
+    pa, pb, a, b, port_a, port_b = pair.pa, pair.pb, pair.a, pair.b, pair.port_a, pair.port_b
+    _write(pa, "before-start", 20)
+    pair.start()
+    _write(pa, "epoch1", 200)
+    wait_for(lambda: _equal(pa, pb), 60, "b to catch up with a")
+
+    # Switchover a → b: demote a (it waits for b to ack its end-of-epoch marker), promote b.
+    _ask(a, "demote", host="127.0.0.1", port=port_b, deadline_s=30)
+    _wait_role(a, "standby")
+    assert a.status().extra["diverged"] is False, "the marker was not acked"
+    _ask(b, "promote", epoch=2, deadline_s=30)
+    _wait_role(b, "primary")
+    assert b.status().epoch == 2
+    _write(pb, "epoch2", 200)
+    wait_for(lambda: _equal(pa, pb), 60, "a (now standby) to follow b")
+
+    # Applications cannot write on the demoted node.
+    with pytest.raises(Exception, match="read-only"):
+        with pa.connect(DB) as conn:
+            conn.execute("INSERT INTO acc VALUES (999, 0)")
+
+    # And back: b → a in epoch 3.
+    _ask(b, "demote", host="127.0.0.1", port=port_a, deadline_s=30)
+    _wait_role(b, "standby")
+    _ask(a, "promote", epoch=3, deadline_s=30)
+    _wait_role(a, "primary")
+    _write(pa, "epoch3", 100)
+    wait_for(lambda: _equal(pa, pb), 60, "b to follow a again")
+    n = int(pa.psql("SELECT count(*) FROM audit", DB))
+    assert n == 20 + 200 + 200 + 100, f"{n} transactions in the audit table"
+    # Exactly one slot, on the current primary only.
+    assert pa.psql("SELECT count(*) FROM pg_replication_slots") == "1"
+    assert pb.psql("SELECT count(*) FROM pg_replication_slots") == "0"
 
 
 class _SlotGrabber:
@@ -146,26 +169,14 @@ class _SlotGrabber:
         self.src.close()
 
 
-def test_a_demote_that_failed_after_stopping_capture_resumes_when_asked_again(
-    pg_factory, tmp_path: Path
-) -> None:
+def test_a_demote_that_failed_after_stopping_capture_resumes_when_asked_again(pair: Pair) -> None:
     """CI found it: a demote whose slot drop failed was asked again and failed forever ("the
     PostgreSQL source is closed"): the retry redid the part before the stop.  It must resume
     after the stop, with the end of epoch found the first time (acked by b), and lose nothing."""
-    pa, pb = pg_factory("a"), pg_factory("b")
-    for pg in (pa, pb):
-        pg.psql(f"CREATE DATABASE {DB}")
-        pg.psql(SCHEMA, DB)
-    port_a, port_b = free_port(), free_port()
-    sec = _security(tmp_path, ["a", "b"], True)
-    a = HodrDaemon("a", peer_config("a", "primary", pa, port_a, "b", tmp_path, sec["a"]), tmp_path)
-    b = HodrDaemon("b", peer_config("b", "standby", pb, port_b, "a", tmp_path, sec["b"]), tmp_path)
+    pa, pb, a, b, port_b = pair.pa, pair.pb, pair.a, pair.b, pair.port_b
     grabber = None
     try:
-        a.start().wait_ready()
-        b.start()
-        _ask(b, "follow", host="127.0.0.1", port=port_a)
-        b.wait_ready()
+        pair.start()
         _write(pa, "epoch1", 100)
         wait_for(lambda: _equal(pa, pb), 60, "b to catch up with a")
 
@@ -194,5 +205,3 @@ def test_a_demote_that_failed_after_stopping_capture_resumes_when_asked_again(
     finally:
         if grabber is not None:
             grabber.close()
-        for d in (b, a):
-            d.stop(15)
