@@ -203,7 +203,7 @@ def _status(args: argparse.Namespace) -> int:
     if st.role == "primary":
         print(f"  capture {st.capture or '-'}  released {st.released or '-'}  outbox end seq {st.outbox_end}")
         for p in st.peers:
-            state = "connected" if p.connected else "DISCONNECTED"
+            state = "connected" if p.connected else f"DISCONNECTED for {p.down_s:.0f}s"
             flags = "" if p.required else ", optional"
             flags += ", LAGGING" if p.lagging else ""
             flags += f", DETACHED: {p.detached}" if p.detached else ""
@@ -212,8 +212,9 @@ def _status(args: argparse.Namespace) -> int:
                 f"behind {p.lag_bytes} bytes, wire/raw {p.wire_bytes}/{p.sent_bytes} bytes{flags}"
             )
     else:
+        link = "connected" if st.primary_connected else f"DISCONNECTED for {st.primary_down_s:.0f}s"
         print(
-            f"  primary {'connected' if st.primary_connected else 'DISCONNECTED'}; "
+            f"  primary {link}; "
             f"queued seq {st.durable_seq} ({st.queue_txns} txns, {st.queue_bytes} bytes); "
             f"applied {st.applied or '-'}"
         )

@@ -41,6 +41,7 @@ class PeerStatus:
     outbox_lag_bytes: int = 0  # outbox bytes not yet acked (what max_lag_mb is compared with)
     lagging: bool = False  # over transport.max_lag_mb
     detached: str = ""  # why the primary detached it ("" = attached)
+    down_s: float = 0.0  # seconds it has not been connected (0: connected)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Status:
     outbox_end: int = 0
     peers: tuple[PeerStatus, ...] = ()
     primary_connected: bool = False
+    primary_down_s: float = 0.0  # standby: seconds it has not been streaming (0: streaming)
     received_seq: int = 0
     durable_seq: int = 0
     durable_commit: str = ""

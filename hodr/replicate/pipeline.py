@@ -262,6 +262,7 @@ class PrimaryPipeline(_SessionLoop):
                         outbox_lag_bytes=self.outbox.lag_bytes(p.name),
                         lagging=p.name in self._lagging,
                         detached=self._detached.get(p.name, ""),
+                        down_s=st.down_s if st else 0.0,
                     )
                 )
         released = self.source.released if self.source is not None else None
@@ -756,6 +757,7 @@ class StandbyPipeline(_SessionLoop):
         if self.client:
             rs = self.client.stats()
             out["primary_connected"] = rs.connected
+            out["primary_down_s"] = rs.down_s
             out["received_seq"] = rs.received_seq
             out["durable_seq"] = rs.durable_seq
             out["extra"] = {

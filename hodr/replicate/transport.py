@@ -256,6 +256,7 @@ class SenderStats:
     last_error: str
     compression: int = 0  # the level negotiated on the current (last) connection
     detached: str = ""  # why the primary detached this standby ("" = attached)
+    down_s: float = 0.0  # seconds since it was last connected (or since the server started)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +279,7 @@ class ReceiverStats:
     last_error: str
     failed: str  # a fatal reason: the client stopped trying
     compression: int = 0  # the level the primary chose for the current (last) connection
+    down_s: float = 0.0  # seconds since it was last streaming (or since the client started)
 
 
 @dataclass
@@ -297,7 +299,19 @@ class _Counters:
     failed: str = ""
     compression: int = 0
     detached: str = ""
+    #: monotonic time the stream was last lost (creation time until the first connection):
+    #: how long a standby has been missing is what the agent reports as degraded
+    down_since: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def disconnected(self) -> None:
+        """The stream ended (call under ``lock``); a failed attempt while down changes nothing."""
+        if self.connected:
+            self.connected = False
+            self.down_since = time.monotonic()
+
+    def down_s(self) -> float:
+        return 0.0 if self.connected else round(time.monotonic() - self.down_since, 1)
 
 
 # =============================================================================================
@@ -713,7 +727,7 @@ class PrimaryServer:
                 del self._active[sender.name]
                 c = self._counters[sender.name]
                 with c.lock:
-                    c.connected = False
+                    c.disconnected()
 
     def stats(self) -> dict[str, SenderStats]:
         """Per registered standby counters (cumulative over its connections)."""
@@ -735,6 +749,7 @@ class PrimaryServer:
                     last_error=c.last_error,
                     compression=c.compression,
                     detached=c.detached,
+                    down_s=c.down_s(),
                 )
         return out
 
@@ -1090,6 +1105,7 @@ class StandbyClient:
                 last_error=c.last_error,
                 failed=c.failed,
                 compression=c.compression,
+                down_s=c.down_s(),
             )
 
     def close(self, timeout: float | None = None) -> bool:
@@ -1149,7 +1165,7 @@ class StandbyClient:
                 break
             finally:
                 with c.lock:
-                    c.connected = False
+                    c.disconnected()
             if streamed:
                 backoff = self.settings.reconnect_min_s
             if self._stop.wait(backoff):

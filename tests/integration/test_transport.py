@@ -343,6 +343,25 @@ def test_primary_restart_resumes_from_the_durable_ack(pair_factory) -> None:  # 
     assert p.server.stats()["s1"].records_sent == p.outbox.end_seq - held
 
 
+def test_down_s_counts_from_the_loss_of_the_stream(pair_factory) -> None:  # type: ignore[no-untyped-def]
+    """How long a standby has been missing (what the agent reports as degraded): 0 while
+    streaming, counted from the loss on both sides, not restarted by each failed reconnect."""
+    p = pair_factory()
+    append_txns(p.outbox, 1, 50)
+    p.wait_synced(p.outbox.end_seq)
+    assert p.server.stats()["s1"].down_s == 0.0 and p.client.stats().down_s == 0.0
+    assert p.server.close()
+    wait_for(lambda: not p.client.stats().connected, 5, "the standby to notice the primary left")
+    # the client retries every few tens of ms meanwhile: its count goes on across the attempts
+    wait_for(lambda: p.client.stats().down_s >= 1.0, 10, "the standby's outage to reach 1 s")
+    assert p.server.stats()["s1"].down_s >= 1.0
+    p.server = p._server(p.port)
+    wait_for(lambda: p.client.stats().connected, 10, "the standby back")
+    assert p.client.stats().down_s == 0.0
+    wait_for(lambda: p.server.stats()["s1"].connected, 5, "the primary to see it")
+    assert p.server.stats()["s1"].down_s == 0.0
+
+
 def test_standby_restart_resumes_from_its_queue(pair_factory) -> None:  # type: ignore[no-untyped-def]
     p = pair_factory()
     append_txns(p.outbox, 1, 400)
