@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 AGENT = "hodr-replica"
 DB_DOWN_TIMEOUT = 10  # s of database outage before monitor fails the instance
+DEGRADED_AFTER = 60  # s a standby may be missing before monitor reports replication degraded
 MAX_LAG = 64 << 20  # bytes: a standby further behind gets a negative promotion score
 PRIMARY_PORT = 5440  # hodr's transport.port default
 MAX_PORT = 65535
@@ -83,6 +84,7 @@ class ReplicaParams:
     max_lag: int = MAX_LAG
     primary_port: int | None = None
     db_down_timeout: int = DB_DOWN_TIMEOUT
+    degraded_after: int = DEGRADED_AFTER
 
 
 def _configured(reason: str) -> InvalidSetup:
@@ -105,6 +107,7 @@ def parse_params(get: Getter = ocf.param) -> ReplicaParams:
         max_lag=_parse_int(get, "max_lag", MAX_LAG, 0, 1 << 50),
         primary_port=_parse_optional_int(get, "primary_port", 1, MAX_PORT),
         db_down_timeout=_parse_int(get, "db_down_timeout", DB_DOWN_TIMEOUT, 0, 3600),
+        degraded_after=_parse_int(get, "degraded_after", DEGRADED_AFTER, 0, 86400),
     )
 
 
@@ -530,12 +533,16 @@ class ReplicaAgent:
             self._maintain_scores(obs)
             if down := self._database_down(obs):
                 return self._fail(OCF.ERR_GENERIC, down)
+            if not probe and (why := self._standby_degraded(obs)):
+                return self._degraded(OCF.DEGRADED, why)
             return OCF.SUCCESS
         if state is State.PRIMARY:
             if down := self._database_down(obs):
                 self._hold_standbys(obs)
                 return self._fail(OCF.FAILED_PROMOTED, down)
             self._maintain_scores(obs)
+            if not probe and (why := self._primary_degraded(obs)):
+                return self._degraded(OCF.DEGRADED_PROMOTED, why)
             return OCF.RUNNING_PROMOTED
         if state is State.FAILED_PRIMARY:
             self._hold_standbys(obs)
@@ -561,6 +568,63 @@ class ReplicaAgent:
         if status is None or not limit or status.db_down_s < limit:
             return ""
         return f"the database is unusable for {status.db_down_s:.0f}s: {status.error or status.sentence}"
+
+    def _primary_degraded(self, obs: Observation) -> str:
+        """Why the primary's replication is degraded ("" if it is not): a standby detached, not
+        connected for ``degraded_after`` seconds, or further behind than ``max_lag`` (no longer
+        a candidate for promotion).
+
+        Reported as 191 (promoted, degraded): Pacemaker keeps everything as it is and shows the
+        reason in ``pcs status`` / ``crm_mon`` under the failed actions (until ``pcs resource
+        cleanup``), so a DBA sees that a failover would now lose the standby's protection before
+        it is needed.  The grace period keeps switchovers and reconnects from being reported."""
+        status = obs.status
+        limit = self.params.degraded_after
+        if status is None or not limit:
+            return ""
+        why = []
+        for p in status.peers:
+            if p.detached:
+                why.append(f"standby {p.name} detached ({p.detached})")
+            elif not p.connected and p.down_s >= limit:
+                why.append(f"standby {p.name} disconnected for {p.down_s:.0f}s")
+            elif self.params.max_lag and p.lag_bytes > self.params.max_lag:
+                why.append(f"standby {p.name} {p.lag_bytes} bytes behind (max_lag {self.params.max_lag})")
+        return "; ".join(why)
+
+    def _standby_degraded(self, obs: Observation) -> str:
+        """Why this standby is degraded ("" if not): another node publishes itself primary (in
+        this standby's epoch or a newer one) and this standby has not received from any primary
+        for ``degraded_after`` seconds.  Without a published primary nothing is lost yet (a
+        cluster starting, or ocf-tester's lone node), so that is not reported."""
+        from hodr.takeover.attrs import AttrUnavailable
+        from hodr.takeover.election import ROLE_PRIMARY, parse_votes
+
+        status = obs.status
+        limit = self.params.degraded_after
+        if status is None or not limit or status.primary_connected or status.primary_down_s < limit:
+            return ""
+        try:
+            votes = parse_votes(self.attrs.private_all(self.attrs.position_name))
+        except (AttrUnavailable, ValueError):
+            return ""
+        primaries = sorted(
+            v.node
+            for v in votes.values()
+            if v.role == ROLE_PRIMARY and v.node != self.me and v.epoch >= status.epoch
+        )
+        if not primaries:
+            return ""
+        error = (status.extra or {}).get("transport_error") or ""
+        return f"not receiving from the primary {', '.join(primaries)} for {status.primary_down_s:.0f}s" + (
+            f": {error}" if error else ""
+        )
+
+    @staticmethod
+    def _degraded(rc: OCF, reason: str) -> int:
+        ocf.log().warning("%s: replication degraded: %s", ocf.current_action(), reason)
+        ocf.exit_reason(f"replication degraded: {reason}")
+        return rc
 
     @staticmethod
     def _fail(rc: OCF, reason: str) -> int:
@@ -1086,6 +1150,15 @@ def metadata() -> MetaData:
             "moves the primary. 0: never.",
             "integer",
             DB_DOWN_TIMEOUT,
+        ),
+        p(
+            "degraded_after",
+            "Missing standby before degraded (s)",
+            "Monitor reports replication degraded (191 on the primary, 190 on a standby; shown "
+            "by pcs status, nothing is moved) when a standby has not been connected for this many "
+            "seconds, or is detached or further behind than max_lag. 0: never.",
+            "integer",
+            DEGRADED_AFTER,
         ),
         p(
             "primary_port",

@@ -117,6 +117,7 @@ class FakeDaemon:
             durable_commit=s["durable"],
             applied=s["applied"],
             primary_connected=bool(s["primary_connected"]) and self.role == "standby",
+            primary_down_s=float(s.get("primary_down_s", 0.0)),
             lag_bytes=s["lag_bytes"],
             peers=peers,
             error=s.get("error", ""),

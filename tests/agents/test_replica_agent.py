@@ -257,6 +257,7 @@ def test_meta_data_as_nobody_against_dtd_and_rng() -> None:
         "require_sync",
         "max_lag",
         "db_down_timeout",
+        "degraded_after",
         "primary_port",
     }
     monitors = {(a.get("interval"), a.get("role")) for a in root.iter("action") if a.get("name") == "monitor"}
@@ -278,6 +279,7 @@ def test_validate_all_codes(lone: Node) -> None:
     assert lone.agent("validate-all", {"max_lag": "-5"}).rc == 6
     assert lone.agent("validate-all", {"primary_port": "70000"}).rc == 6
     assert lone.agent("validate-all", {"db_down_timeout": "soon"}).rc == 6
+    assert lone.agent("validate-all", {"degraded_after": "-1"}).rc == 6
     deep = {"OCF_CHECK_LEVEL": "10"}
     assert lone.agent("validate-all", env=deep).rc == 0
     # level 0 does not look at this node: pcs validates on whatever node it runs on
@@ -706,10 +708,62 @@ def test_primary_scores_its_standbys(cluster: Cluster) -> None:
         }
     )
     wait_for(lambda: len(node1.status().peers) == 4, 5, "peers in the snapshot")  # type: ignore[union-attr]
-    node1.ok("monitor", 8, interval_ms=15_000)
+    degraded = node1.ok("monitor", 191, interval_ms=15_000)  # node5 is no longer a candidate
+    assert degraded.reasons == ["replication degraded: standby node5 2000000 bytes behind (max_lag 1000000)"]
     got = {n: score(cluster.pcmk_dir, n) for n in ("node1", "node2", "node3", "node4", "node5")}
     assert got == {"node1": 1001, "node2": 1000, "node3": 990, "node4": -1000, "node5": -1000}
     node1.ok("stop")
+
+
+def test_degraded_replication_is_reported_after_degraded_after(cluster: Cluster) -> None:
+    """191 on the primary / 190 on a standby with the reason (pcs status shows it; Pacemaker
+    moves nothing): a standby missing for degraded_after (60 s) or detached; a standby that has
+    not received from a published primary for as long.  A shorter gap (a switchover, a
+    reconnect), a probe, a lone standby without any primary, or degraded_after=0: not degraded."""
+    assert cluster.pcmk_dir is not None
+    node1, node2 = cluster.node("node1", clone=True), cluster.node("node2", clone=True)
+    node1.ok("start")
+    node1.ok("promote")
+    peer = {"acked_seq": 0, "required": True, "acked": "2:0/900", "lag_bytes": 0}
+
+    def peers(**node3: Any) -> None:
+        node1.fake(
+            set={"peers": [{"name": "node2", "connected": True, **peer}, {"name": "node3", **peer, **node3}]}
+        )
+        wait_for(lambda: node1.status().peers[1].down_s == node3.get("down_s", 0.0), 5, "the snapshot")  # type: ignore[union-attr]
+
+    peers(connected=False, down_s=30.0)
+    node1.ok("monitor", 8, interval_ms=15_000)
+    peers(connected=False, down_s=61.0)
+    degraded = node1.ok("monitor", 191, interval_ms=15_000)
+    assert degraded.reasons == ["replication degraded: standby node3 disconnected for 61s"]
+    node1.ok("monitor", 8, interval_ms=0)  # a probe only tells the role
+    node1.ok("monitor", 8, interval_ms=15_000, params={"degraded_after": "0"})
+    node1.ok("monitor", 191, interval_ms=15_000, params={"degraded_after": "61"})
+    node1.ok("monitor", 8, interval_ms=15_000, params={"degraded_after": "62"})
+    peers(connected=False, down_s=1.0, detached="over transport.max_lag_mb")
+    detached = node1.ok("monitor", 191, interval_ms=15_000)
+    assert detached.reasons == ["replication degraded: standby node3 detached (over transport.max_lag_mb)"]
+
+    node2.ok("start")
+    node2.fake(set={"primary_connected": False, "primary_down_s": 61.0})
+    wait_for(lambda: node2.status().primary_down_s == 61.0, 5, "the snapshot")  # type: ignore[union-attr]
+    epoch = node2.status().epoch  # type: ignore[union-attr]
+    data = attrs(cluster.pcmk_dir)
+    data["private"]["hodr-hodr-pos"] = {}  # no primary publishes: nothing to miss
+    (cluster.pcmk_dir / "attrs.json").write_text(json.dumps(data))
+    node2.ok("monitor", 0)
+    data["private"]["hodr-hodr-pos"] = {"node1": f"primary {epoch} {epoch}:0/900 0:0/0 0 {int(time.time())}"}
+    (cluster.pcmk_dir / "attrs.json").write_text(json.dumps(data))
+    missing = node2.ok("monitor", 190)
+    assert missing.reasons == ["replication degraded: not receiving from the primary node1 for 61s"]
+    node2.ok("monitor", 0, interval_ms=0)
+    node2.ok("monitor", 0, params={"degraded_after": "0"})
+    node2.fake(set={"primary_connected": True, "primary_down_s": 0.0})
+    wait_for(lambda: node2.status().primary_connected, 5, "the snapshot")  # type: ignore[union-attr]
+    node2.ok("monitor", 0)
+    node1.ok("stop")
+    node2.ok("stop")
 
 
 def test_standbys_score_themselves_without_a_primary(cluster: Cluster) -> None:

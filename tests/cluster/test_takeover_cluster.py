@@ -223,17 +223,38 @@ def test_primary_database_killed_is_recovered_and_loses_nothing(tmp_path: Path) 
         gen.close()
 
 
-def test_lagging_standby_is_not_promoted_and_catches_up(async_cluster: DbCluster, tmp_path: Path) -> None:
+@pytest.fixture
+def async_cluster_degraded_after_10s(tmp_path: Path) -> Iterator[DbCluster]:
+    yield from make_cluster(tmp_path, sync=False, degraded_after="10")
+
+
+def test_lagging_standby_is_not_promoted_and_catches_up(
+    async_cluster_degraded_after_10s: DbCluster, tmp_path: Path
+) -> None:
     """node3 loses its replication link (it follows an address that does not answer) and falls
-    behind while node2 keeps up; the primary's node crashes: node2 is promoted, never node3, and
+    behind while node2 keeps up: pcs status shows the replication degraded on the primary and
+    on node3, and nothing moves; the primary's node crashes: node2 is promoted, never node3, and
     node3 then follows node2 and catches up from its retained history without a reseed."""
-    db = async_cluster
+    db = async_cluster_degraded_after_10s
     with RoleWatch(db) as watch, writing(db, tmp_path / "writer.jsonl") as w:
         w.wait_commits(30, 60)
         assert db.control("node3", "follow", host="192.0.2.1", port=5440)["result"] == "done"
         w.wait_commits(100, 60, after=now())
         wait_for(lambda: db.durable("node2") > db.durable("node3"), 30, "node3 behind node2")
         wait_for(lambda: promotion_score(db, "node3") == "-1000", 60, "node3's score -1000 (disconnected)")
+
+        def degraded() -> bool:
+            view = pcs(db, "pcs status", timeout=30)
+            return (
+                "returned 'promoted (degraded)' (replication degraded: standby node3 disconnected for" in view
+                and "on node3 returned 'OCF_DEGRADED' (replication degraded: not receiving from the "
+                "primary node1 for"
+                in view
+            )
+
+        wait_for(degraded, 60, "pcs status to show the replication degraded on node1 and node3")
+        assert db.promoted() == ["node1"] and db.role("node3") == "standby"  # nothing moved
+        w.wait_commits(10, 60, after=now())
         lost_at = now()
         db.lab.crash("node1")
         assert db.wait_promoted(FAILOVER_DEADLINE, not_on="node1") == "node2"
