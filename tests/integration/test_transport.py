@@ -362,6 +362,29 @@ def test_down_s_counts_from_the_loss_of_the_stream(pair_factory) -> None:  # typ
     assert p.server.stats()["s1"].down_s == 0.0
 
 
+def test_close_ends_a_connect_to_a_primary_that_does_not_answer(tmp_path: Path) -> None:
+    """A promotion stops the receiver first; with the old primary's host gone (no answer to the
+    SYN) the receiver was stuck in connect() for the whole connect timeout and the promotion
+    waited with it.  Here the SYNs go unanswered (a listener whose accept queue is full) and the
+    connect timeout is 60 s: close() must end the attempt and the thread well before."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(0)
+    filler = socket.create_connection(lsock.getsockname(), timeout=5)  # fills the accept queue
+    q = DurableQueue(tmp_path / "q")
+    slow = TransportSettings(**{**FAST.__dict__, "connect_timeout_s": 60.0})
+    client = StandbyClient("127.0.0.1", lsock.getsockname()[1], "s1", q, settings=slow).start()
+    try:
+        wait_for(lambda: client.stats().down_s >= 0.5, 10, "the receiver inside its connect attempt")
+        assert client.stats().connections == 0 and not client.stats().last_error
+        assert client.close(5), "the receiver thread did not end: close() waited for the connect timeout"
+    finally:
+        client.close(1)
+        filler.close()
+        lsock.close()
+        q.close()
+
+
 def test_standby_restart_resumes_from_its_queue(pair_factory) -> None:  # type: ignore[no-untyped-def]
     p = pair_factory()
     append_txns(p.outbox, 1, 400)
