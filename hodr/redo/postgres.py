@@ -40,6 +40,7 @@ from hodr.position import LogPosition, format_lsn, parse_lsn
 from hodr.redo import pgoutput as po
 from hodr.redo.catalog import Catalog, TypeKey
 from hodr.redo.records import (
+    HODR_SCHEMA,
     Abort,
     Begin,
     Changed,
@@ -197,32 +198,43 @@ class PgOutputTranslator:
         xid, self._xid = self._xid, 0
         return Commit(xid, _new_position(self.epoch, msg.end_lsn), po.pg_time_to_unix_us(msg.commit_time))
 
-    def _relation(self, msg: po.RelationMsg, lsn: int) -> RelationSeen:
-        return RelationSeen(self.catalog.update(msg))
+    def _relation(self, msg: po.RelationMsg, lsn: int) -> RelationSeen | None:
+        table = self.catalog.update(msg)
+        return None if table.schema == HODR_SCHEMA else RelationSeen(table)
 
     def _type(self, msg: po.TypeMsg, lsn: int) -> None:
         self.catalog.record_type(msg)
         return None
 
-    def _insert(self, msg: po.InsertMsg, lsn: int) -> Changed:
+    def _insert(self, msg: po.InsertMsg, lsn: int) -> Changed | None:
         xid, sub = self._ids(msg.xid)
         table = self._table(msg.relid, len(msg.new), lsn)
+        if table.schema == HODR_SCHEMA:
+            return None
         return Changed(xid, sub, _new_position(self.epoch, lsn), RowChange(Op.INSERT, table, None, msg.new))
 
-    def _update(self, msg: po.UpdateMsg, lsn: int) -> Changed:
+    def _update(self, msg: po.UpdateMsg, lsn: int) -> Changed | None:
         xid, sub = self._ids(msg.xid)
         table = self._table(msg.relid, len(msg.new), lsn)
+        if table.schema == HODR_SCHEMA:
+            return None
         change = RowChange(Op.UPDATE, table, msg.old, msg.new)
         return Changed(xid, sub, _new_position(self.epoch, lsn), change)
 
-    def _delete(self, msg: po.DeleteMsg, lsn: int) -> Changed:
+    def _delete(self, msg: po.DeleteMsg, lsn: int) -> Changed | None:
         xid, sub = self._ids(msg.xid)
         table = self._table(msg.relid, len(msg.old), lsn)
+        if table.schema == HODR_SCHEMA:
+            return None
         return Changed(xid, sub, _new_position(self.epoch, lsn), RowChange(Op.DELETE, table, msg.old, None))
 
-    def _truncate(self, msg: po.TruncateMsg, lsn: int) -> Changed:
+    def _truncate(self, msg: po.TruncateMsg, lsn: int) -> Changed | None:
         xid, sub = self._ids(msg.xid)
-        tables = tuple(self.catalog.get(relid, lsn) for relid in msg.relids)
+        tables = tuple(
+            t for t in (self.catalog.get(relid, lsn) for relid in msg.relids) if t.schema != HODR_SCHEMA
+        )
+        if not tables:
+            return None
         change = Truncate(tables, cascade=msg.cascade, restart_identity=msg.restart_identity)
         return Changed(xid, sub, _new_position(self.epoch, lsn), change)
 
@@ -928,7 +940,7 @@ def _table_metadata(conn: Any, publication: str, tables: Sequence[str] | None) -
             "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s ORDER BY 1, 2",
             (publication,),
         ).fetchall()
-        names = [(s, t) for s, t in rows]
+        names = [(s, t) for s, t in rows if s != HODR_SCHEMA]
     else:
         names = [_split_name(t) for t in tables]
     result = []

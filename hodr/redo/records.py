@@ -38,6 +38,11 @@ class _Unchanged:
 
 UNCHANGED: Final = _Unchanged()
 
+#: hodr's own bookkeeping schema on every node (``hodr.applied``, ``hodr.markers``): per-node
+#: state that must never travel.  A ``FOR ALL TABLES`` publication includes it, so capture and
+#: the initial load leave it out (a primary that was once a standby has these tables).
+HODR_SCHEMA: Final = "hodr"
+
 Value = str | None | _Unchanged
 Row = tuple[Value, ...]
 

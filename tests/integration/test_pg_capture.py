@@ -560,6 +560,41 @@ def test_drop_slot_waits_for_the_walsender_of_a_closed_stream(make_source, sql) 
     reader.stop()
 
 
+def test_hodrs_own_schema_is_neither_streamed_nor_loaded(make_source, sql) -> None:  # type: ignore[no-untyped-def]
+    """hodr.applied / hodr.markers are each node's own state: a primary that was once a standby
+    has them, and FOR ALL TABLES publishes them.  Shipped, they broke the standby ("duplicate
+    key value violates unique constraint applied_pkey") or would overwrite its position."""
+    from hodr.replicate.apply.postgres import PostgresTarget
+
+    sql.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    src = started(make_source())
+    target = PostgresTarget(src.dsn)
+    target.setup()  # creates hodr.applied with its row: an INSERT the slot sees
+    target.close()
+    reader = Reader(src)
+    with sql.transaction():
+        sql.execute("INSERT INTO t VALUES (1)")
+        sql.execute("UPDATE hodr.applied SET lsn = 7 WHERE id = 1")
+    sql.execute("INSERT INTO hodr.markers (prefix, content, transactional) VALUES ('x', 'y', true)")
+    sql.execute("DELETE FROM hodr.markers")
+    sql.execute("TRUNCATE hodr.markers, t")
+    reader.wait_commits(5)  # the setup's INSERT, then the four above
+    records = reader.snapshot()
+    reader.stop()
+    tables = {c.change.table.qualified for c in changes(records) if isinstance(c.change, RowChange)}
+    truncates = [c.change for c in changes(records) if isinstance(c.change, Truncate)]
+    tables |= {t.qualified for tr in truncates for t in tr.tables}
+    tables |= {r.table.qualified for r in records if isinstance(r, RelationSeen)}
+    assert tables == {"public.t"}, tables
+    sql.execute("INSERT INTO t VALUES (2)")  # hodr.applied holds its row too: only t is loaded
+    loader = make_source(slot="hodr_load")
+    _, snapshot = loader.create_slot_exporting_snapshot()
+    loaded = {chunk.table.qualified for chunk in loader.snapshot_rows(snapshot, None)}
+    loader.finish_snapshot()
+    assert loader.drop_slot()
+    assert loaded == {"public.t"}, loaded
+
+
 def test_connection_loss_is_retryable_and_resends_unreleased(make_source, sql) -> None:  # type: ignore[no-untyped-def]
     sql.execute("CREATE TABLE t (id int PRIMARY KEY)")
     src = started(make_source())
