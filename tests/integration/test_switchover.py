@@ -5,7 +5,6 @@ Zero lost transactions in async mode, and the old primary follows the new one wi
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +13,6 @@ from typing import Any
 import pytest
 
 from hodr.pginstance import free_port
-from hodr.position import LogPosition
-from hodr.redo.postgres import PostgresSource
 from hodr.status import control_request
 from tests.conftest import wait_for
 from tests.harness import DB, HodrDaemon, _security, peer_config, table_rows
@@ -136,72 +133,57 @@ def test_switchover_and_back_loses_nothing(pair: Pair) -> None:
     assert pb.psql("SELECT count(*) FROM pg_replication_slots") == "0"
 
 
-class _SlotGrabber:
-    """Takes the replication slot ``hodr`` the moment it is free and holds it until stopped, as
-    an operator's pg_recvlogical would: a demotion then cannot drop the slot of its epoch."""
-
-    def __init__(self, pg: Any) -> None:
-        self.stop_event = threading.Event()
-        self.holding = threading.Event()
-        self.src = PostgresSource(
-            pg.dsn(DB),
-            slot="hodr",
-            publication="hodr",
-            epoch=1,
-            stop=self.stop_event,
-            application_name="slot-grabber",
-        )
-        self._start = LogPosition(0, 0)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                for _ in self.src.read(self._start):
-                    self.holding.set()
-            except Exception:  # noqa: BLE001 - held by capture still: try again
-                self.stop_event.wait(0.02)
-
-    def close(self) -> None:
-        self.stop_event.set()
-        self.thread.join(10)
-        self.src.close()
+# A failure after the capture stopped, injected in the real database: the demote's UPDATE of
+# hodr.applied (recording the demoted primary's last commit) raises while the database-level
+# setting is on.  CI's case was the slot drop ("slot is active for PID n"), a race that
+# tests/integration/test_pg_capture.py takes on its own; any failure past the stop must resume.
+FAIL_DEMOTE = """
+CREATE FUNCTION public.fail_demote() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('hodr_test.fail_demote', true) = 'on' THEN
+        RAISE EXCEPTION 'injected: the disk is full';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER fail_demote BEFORE UPDATE ON hodr.applied FOR EACH ROW EXECUTE FUNCTION public.fail_demote();
+"""
 
 
 def test_a_demote_that_failed_after_stopping_capture_resumes_when_asked_again(pair: Pair) -> None:
-    """CI found it: a demote whose slot drop failed was asked again and failed forever ("the
-    PostgreSQL source is closed"): the retry redid the part before the stop.  It must resume
-    after the stop, with the end of epoch found the first time (acked by b), and lose nothing."""
+    """CI found it: a demote that failed after stopping capture (there: its slot drop) was asked
+    again and failed forever ("the PostgreSQL source is closed"): the retry redid the part before
+    the stop.  It must resume after the stop, with the end of epoch found the first time (acked
+    by b), and lose nothing."""
+    from hodr.replicate.apply.postgres import PostgresTarget
+
     pa, pb, a, b, port_b = pair.pa, pair.pb, pair.a, pair.b, pair.port_b
-    grabber = None
-    try:
-        pair.start()
-        _write(pa, "epoch1", 100)
-        wait_for(lambda: _equal(pa, pb), 60, "b to catch up with a")
+    pair.start()
+    _write(pa, "epoch1", 100)
+    wait_for(lambda: _equal(pa, pb), 60, "b to catch up with a")
+    target = PostgresTarget(pa.dsn(DB))
+    target.setup()  # hodr.applied, as the demote creates it
+    target.close()
+    pa.psql(FAIL_DEMOTE + f"ALTER DATABASE {DB} SET hodr_test.fail_demote = 'on';", DB)
 
-        grabber = _SlotGrabber(pa)
-        _ask(a, "demote", host="127.0.0.1", port=port_b, deadline_s=6)
+    _ask(a, "demote", host="127.0.0.1", port=port_b, deadline_s=30)
 
-        def failed() -> str:
-            st = a.status()
-            return (st.extra.get("role_change_error") or "") if st is not None else ""
+    def failed() -> str:
+        st = a.status()
+        return (st.extra.get("role_change_error") or "") if st is not None else ""
 
-        error = wait_for(failed, 30, "the first demote to fail on the held slot")
-        assert "'hodr' is still in use by PID" in error, error
-        assert grabber.holding.is_set()
-        assert a.status().role == "primary"
-        grabber.close()
-        grabber = None
-        _ask(a, "demote", host="127.0.0.1", port=port_b, deadline_s=30)
-        _wait_role(a, "standby")
-        assert a.status().extra["diverged"] is False, "the retry forgot that b acked the end of epoch 1"
-        assert pa.psql("SELECT count(*) FROM pg_replication_slots") == "0"
-        _ask(b, "promote", epoch=2, deadline_s=30)
-        _wait_role(b, "primary")
-        _write(pb, "epoch2", 100)
-        wait_for(lambda: _equal(pa, pb), 60, "a (now standby) to follow b")
-        assert int(pa.psql("SELECT count(*) FROM audit", DB)) == 200
-    finally:
-        if grabber is not None:
-            grabber.close()
+    error = wait_for(failed, 30, "the first demote to fail past the stopped capture")
+    assert "injected: the disk is full" in error, error
+    assert a.status().role == "primary"
+    with pa.connect(DB) as conn:  # the demote made the database read-only for sessions
+        conn.autocommit = True
+        conn.execute("SET default_transaction_read_only = off")
+        conn.execute(f"ALTER DATABASE {DB} RESET hodr_test.fail_demote")
+    _ask(a, "demote", host="127.0.0.1", port=port_b, deadline_s=30)
+    _wait_role(a, "standby")
+    assert a.status().extra["diverged"] is False, "the retry forgot that b acked the end of epoch 1"
+    assert pa.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    _ask(b, "promote", epoch=2, deadline_s=30)
+    _wait_role(b, "primary")
+    _write(pb, "epoch2", 100)
+    wait_for(lambda: _equal(pa, pb), 60, "a (now standby) to follow b")
+    assert int(pa.psql("SELECT count(*) FROM audit", DB)) == 200
