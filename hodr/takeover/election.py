@@ -162,6 +162,13 @@ def parse_votes(values: Mapping[str, str]) -> dict[str, Vote]:
     return out
 
 
+def published_primaries(votes: Mapping[str, Vote], me: str, since_epoch: int) -> list[Vote]:
+    """The other nodes that publish themselves primary in ``since_epoch`` or later, newest
+    epoch first: whom a disconnected standby should follow, and whom it is missing."""
+    found = [v for v in votes.values() if v.role == ROLE_PRIMARY and v.node != me and v.epoch >= since_epoch]
+    return sorted(found, key=lambda v: (-v.epoch, v.node))
+
+
 def own_score_without_primary(
     me: str, votes: Mapping[str, Vote], now: float, bootstrap: bool = False
 ) -> int | None:

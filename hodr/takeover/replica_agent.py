@@ -530,10 +530,10 @@ class ReplicaAgent:
         if state is State.STOPPED:
             return OCF.NOT_RUNNING
         if state is State.STANDBY:
-            self._maintain_scores(obs)
+            votes = self._maintain_scores(obs)
             if down := self._database_down(obs):
                 return self._fail(OCF.ERR_GENERIC, down)
-            if not probe and (why := self._standby_degraded(obs)):
+            if not probe and (why := self._standby_degraded(obs, votes)):
                 return self._degraded(OCF.DEGRADED, why)
             return OCF.SUCCESS
         if state is State.PRIMARY:
@@ -592,27 +592,19 @@ class ReplicaAgent:
                 why.append(f"standby {p.name} {p.lag_bytes} bytes behind (max_lag {self.params.max_lag})")
         return "; ".join(why)
 
-    def _standby_degraded(self, obs: Observation) -> str:
+    def _standby_degraded(self, obs: Observation, votes: Mapping[str, Vote] | None) -> str:
         """Why this standby is degraded ("" if not): another node publishes itself primary (in
         this standby's epoch or a newer one) and this standby has not received from any primary
         for ``degraded_after`` seconds.  Without a published primary nothing is lost yet (a
-        cluster starting, or ocf-tester's lone node), so that is not reported."""
-        from hodr.takeover.attrs import AttrUnavailable
-        from hodr.takeover.election import ROLE_PRIMARY, parse_votes
+        cluster starting, or ocf-tester's lone node), so that is not reported.  ``votes``: what
+        :meth:`_maintain_scores` read (None if it read nothing)."""
+        from hodr.takeover.election import published_primaries
 
         status = obs.status
         limit = self.params.degraded_after
         if status is None or not limit or status.primary_connected or status.primary_down_s < limit:
             return ""
-        try:
-            votes = parse_votes(self.attrs.private_all(self.attrs.position_name))
-        except (AttrUnavailable, ValueError):
-            return ""
-        primaries = sorted(
-            v.node
-            for v in votes.values()
-            if v.role == ROLE_PRIMARY and v.node != self.me and v.epoch >= status.epoch
-        )
+        primaries = sorted(v.node for v in published_primaries(votes or {}, self.me, status.epoch))
         if not primaries:
             return ""
         error = (status.extra or {}).get("transport_error") or ""
@@ -649,13 +641,14 @@ class ReplicaAgent:
         hint = self.local.role == "primary" and status.epoch <= 1 and durable == ZERO
         return Vote(self.me, role, status.epoch, durable, applied, hint, int(time.time()))
 
-    def _maintain_scores(self, obs: Observation) -> None:
+    def _maintain_scores(self, obs: Observation) -> dict[str, Vote] | None:
         """Publish this node's position and set the promotion scores it is responsible for.
 
         The primary scores itself (1001) and every standby it sees (by acked position and lag).
         A standby scores only itself, and only when no primary publishes: then it ranks itself
         among every published position, so probes after a whole-cluster restart rebuild scores.
-        Never fails the monitor: outside a cluster it logs and moves on.
+        Never fails the monitor: outside a cluster it logs and moves on.  Returns the published
+        positions a disconnected standby read (None when nothing was read).
         """
         from hodr.position import ZERO
         from hodr.takeover.attrs import AttrUnavailable
@@ -670,8 +663,9 @@ class ReplicaAgent:
 
         status = obs.status
         if status is None:
-            return
+            return None
         role = "primary" if status.role == "primary" else "standby"
+        votes = None
         try:
             vote = self._vote(status, role)
             self._publish_position(vote)
@@ -702,6 +696,7 @@ class ReplicaAgent:
             self._attr_warning(f"promotion scores not updated: {exc}")
         except ValueError as exc:
             ocf.log().warning("promotion scores not updated: unreadable position: %s", exc)
+        return votes
 
     def _follow_published_primary(self, status: Status, votes: Mapping[str, Vote]) -> None:
         """A disconnected standby follows the node that publishes itself primary in the newest
@@ -712,16 +707,12 @@ class ReplicaAgent:
         while the DC is integrating a joining node (seen in the lab: a fenced primary rebooting
         just as a standby was promoted), and the standby would go on knocking at the dead
         primary for ever.  The monitor repairs it on its next run."""
-        from hodr.takeover.election import ROLE_PRIMARY
+        from hodr.takeover.election import published_primaries
 
-        primaries = [
-            v
-            for v in votes.values()
-            if v.role == ROLE_PRIMARY and v.node != self.me and v.epoch > status.epoch
-        ]
+        primaries = published_primaries(votes, self.me, status.epoch + 1)
         if not primaries:
             return
-        newest = max(primaries, key=lambda v: v.epoch)
+        newest = primaries[0]
         following = (status.extra or {}).get("following") or {}
         if following.get("host") == newest.node:
             return

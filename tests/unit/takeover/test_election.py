@@ -32,6 +32,7 @@ from hodr.takeover.election import (
     parse_position,
     parse_terms,
     parse_votes,
+    published_primaries,
     rejoin_guard,
     standby_score,
     standby_scores,
@@ -48,6 +49,19 @@ def vote(node: str, durable: str, role: str = "standby", epoch: int = 3, hint: b
 
 
 # ------------------------------------------------------------------------------------ scores
+
+
+def test_published_primaries_are_other_nodes_from_an_epoch_on_newest_first() -> None:
+    votes = {
+        "n1": vote("n1", "3:0/100", role="primary", epoch=3),
+        "n2": vote("n2", "4:0/100", role="primary", epoch=4),
+        "n3": vote("n3", "4:0/100", role="primary", epoch=4),  # me
+        "n4": vote("n4", "4:0/200", role="standby", epoch=4),
+        "n5": vote("n5", "2:0/100", role="primary", epoch=2),
+    }
+    assert [v.node for v in published_primaries(votes, "n3", 3)] == ["n2", "n1"]
+    assert [v.node for v in published_primaries(votes, "n3", 4)] == ["n2"]
+    assert published_primaries(votes, "n3", 5) == []
 
 
 def test_score_constants_stay_small_and_ordered() -> None:
